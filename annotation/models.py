@@ -1,0 +1,214 @@
+"""The preference data: batches of prompts, their completions, rankings and the pairwise
+comparisons each ranking expands into.
+
+Invariants are constraints in the database, not only checks in Python: a comparison never
+pairs a completion with itself, never repeats a pair within a ranking (in either direction),
+and both of its completions belong to the ranking's prompt (composite foreign keys, added in
+migration 0002 on PostgreSQL). Services give the friendly errors; constraints make
+corruption impossible.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Greatest, Least
+
+K_MIN_LIMIT = 2
+K_MAX_LIMIT = 16
+
+
+class PromptBatch(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PUBLISHED = "published"
+        PAUSED = "paused"
+        CLOSED = "closed"
+
+    name = models.CharField(max_length=200, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    k_min = models.PositiveSmallIntegerField(
+        default=4, help_text="Fewest completions a prompt may have."
+    )
+    k_max = models.PositiveSmallIntegerField(
+        default=9, help_text="Most completions a prompt may have."
+    )
+    overlap = models.PositiveSmallIntegerField(
+        default=3, help_text="Human rankings wanted per prompt."
+    )
+    priority = models.IntegerField(default=0, help_text="Higher batches are served first.")
+    guidelines = models.TextField(blank=True)
+    guidelines_version = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "prompt batches"
+        ordering = ["-priority", "created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(k_min__gte=K_MIN_LIMIT)
+                & Q(k_max__gte=F("k_min"))
+                & Q(k_max__lte=K_MAX_LIMIT),
+                name="batch_k_range_valid",
+            ),
+            models.CheckConstraint(condition=Q(overlap__gte=1), name="batch_overlap_positive"),
+            models.CheckConstraint(
+                condition=Q(guidelines_version__gte=1), name="batch_guidelines_version_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    batch = models.ForeignKey(PromptBatch, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField(help_text="The prompt as plain text; a chat is rendered turn by turn.")
+    messages = models.JSONField(
+        default=list,
+        help_text='The chat as [{"role", "content"}, ...]; single-turn is one user message.',
+    )
+    external_id = models.CharField(max_length=200, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "external_id"],
+                condition=~Q(external_id=""),
+                name="prompt_external_id_unique_in_batch",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"prompt {self.pk}"
+
+
+class Completion(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="completions")
+    text = models.TextField()
+    source = models.CharField(
+        max_length=200, blank=True, default="", help_text="Who or which model wrote it."
+    )
+    position = models.PositiveSmallIntegerField(help_text="Position in the import order, from 0.")
+
+    class Meta:
+        ordering = ["prompt_id", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "position"], name="completion_position_unique"
+            ),
+            # The target of the composite foreign keys that tie a comparison's completions
+            # to its prompt.
+            models.UniqueConstraint(fields=["id", "prompt"], name="completion_id_prompt_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"completion {self.pk} of prompt {self.prompt_id}"
+
+
+class Ranking(models.Model):
+    class Origin(models.TextChoices):
+        HUMAN = "human"
+        IMPORTED = "imported"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="rankings")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rankings",
+    )
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.HUMAN)
+    external_id = models.CharField(
+        max_length=200, blank=True, default="", help_text="Identifies an imported ranking."
+    )
+    groups = models.JSONField(
+        default=list, help_text="Completion ids best to worst; a group of several is a tie."
+    )
+    k = models.PositiveSmallIntegerField(help_text="Number of completions ranked.")
+    not_rankable = models.BooleanField(
+        default=False, help_text='"None is acceptable": no comparisons.'
+    )
+    display_order = models.JSONField(default=list, blank=True, help_text="Completion ids as shown.")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True, default="")
+    flags = models.JSONField(default=dict, blank=True, help_text="{completion id: [labels]}")
+    guidelines_version = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "annotator"],
+                condition=Q(annotator__isnull=False),
+                name="ranking_one_per_annotator_and_prompt",
+            ),
+            models.UniqueConstraint(
+                fields=["prompt", "external_id"],
+                condition=Q(origin="imported"),
+                name="ranking_imported_external_id_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(origin="imported", annotator__isnull=True)
+                | Q(origin="human", annotator__isnull=False),
+                name="ranking_origin_matches_annotator",
+            ),
+            models.CheckConstraint(condition=Q(k__gte=K_MIN_LIMIT), name="ranking_k_at_least_2"),
+            # Target of the composite foreign key from Comparison(ranking, prompt).
+            models.UniqueConstraint(fields=["id", "prompt"], name="ranking_id_prompt_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"ranking {self.pk} of prompt {self.prompt_id}"
+
+
+class Comparison(models.Model):
+    """One pair of a ranking. For a tie, winner/loser is the pair ordered by id."""
+
+    ranking = models.ForeignKey(Ranking, on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    winner = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    loser = models.ForeignKey(Completion, on_delete=models.CASCADE, related_name="+")
+    rank_gap = models.PositiveSmallIntegerField(
+        help_text="Groups between winner and loser; 0 for a tie."
+    )
+    is_tie = models.BooleanField(default=False)
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(winner=F("loser")), name="comparison_not_self_pair"
+            ),
+            models.UniqueConstraint(
+                fields=["ranking", "winner", "loser"], name="comparison_pair_unique"
+            ),
+            models.UniqueConstraint(
+                F("ranking"),
+                Least("winner", "loser"),
+                Greatest("winner", "loser"),
+                name="comparison_unordered_pair_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_tie=True, rank_gap=0) | Q(is_tie=False, rank_gap__gte=1),
+                name="comparison_tie_iff_zero_gap",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_tie=False) | Q(winner__lt=F("loser")),
+                name="comparison_tie_canonical_order",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        relation = "ties" if self.is_tie else "beats"
+        return f"{self.winner_id} {relation} {self.loser_id}"

@@ -1,0 +1,5 @@
+"""Project configuration: settings, urls, the Celery app, wsgi/asgi."""
+
+from config.celery import app as celery_app
+
+__all__ = ["celery_app"]
