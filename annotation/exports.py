@@ -449,7 +449,8 @@ def _preference_rows(
     options: ExportOptions, progress: Callable[[int], None]
 ) -> Iterator[dict[str, Any]]:
     conversational = options.style == Style.CONVERSATIONAL
-    for record in _ranking_records(options, progress):
+    emitted = 0  # progress counts pairs, not the rankings they come from
+    for record in _ranking_records(options, lambda n: None):
         line = record.line
         if line["not_rankable"]:
             continue
@@ -471,3 +472,8 @@ def _preference_rows(
                 "annotator": line["annotator"],
                 "batch": line["batch"],
             }
+            emitted += 1
+            if emitted == FETCH_ROWS:
+                progress(emitted)
+                emitted = 0
+    progress(emitted)
