@@ -63,7 +63,7 @@ class ComparisonInline(admin.TabularInline):
     model = Comparison
     extra = 0
     fields = ["winner", "loser", "rank_gap", "is_tie"]
-    readonly_fields = fields
+    readonly_fields = ["winner", "loser", "rank_gap", "is_tie"]
     can_delete = False
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
