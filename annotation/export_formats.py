@@ -75,11 +75,15 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
     "preference_standard": pa.schema(
-        [("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string())]
-        + _PAIR_PROVENANCE
+        [
+            ("prompt", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+            *_PAIR_PROVENANCE,
+        ]
     ),
     "preference_conversational": pa.schema(
-        [("prompt", _MESSAGES), ("chosen", _MESSAGES), ("rejected", _MESSAGES)] + _PAIR_PROVENANCE
+        [("prompt", _MESSAGES), ("chosen", _MESSAGES), ("rejected", _MESSAGES), *_PAIR_PROVENANCE]
     ),
 }
 COLUMNS: dict[str, list[str]] = {name: schema.names for name, schema in SCHEMAS.items()}

@@ -127,9 +127,7 @@ class ExportOptions:
         if self.split_test is not None and not 0 < self.split_test < 1:
             raise ExportError("split_test must be between 0 and 1", parameter="split_test")
         if (self.split is None) != (self.split_test is None):
-            raise ExportError(
-                "split (train or test) and split_test go together", parameter="split"
-            )
+            raise ExportError("split (train or test) and split_test go together", parameter="split")
 
     @property
     def keep_ties(self) -> bool:

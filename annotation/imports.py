@@ -339,7 +339,9 @@ def _another_ranking_of(first: PromptRecord, record: PromptRecord) -> bool:
     if not first.rankings or not record.rankings:
         return False
     taken = {ranking.external_id for ranking in first.rankings}
-    return all(ranking.external_id and ranking.external_id not in taken for ranking in record.rankings)
+    return all(
+        ranking.external_id and ranking.external_id not in taken for ranking in record.rankings
+    )
 
 
 def _check_k(k: int, k_range: tuple[int, int]) -> None:

@@ -6,8 +6,10 @@ parameters are a whitelist per endpoint: an unknown one is a 400 that names it, 
 silently exports everything and no parameter reaches an ORM lookup.
 """
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from django.contrib.auth.models import User
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -15,6 +17,7 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -102,7 +105,7 @@ class _ListApi(APIView):
     def get(self, request: Request) -> Response:
         filters = parse_query(request, self.filter_serializer, extra=_PAGING_PARAMETERS)
         paginator = ResearchPagination()
-        page = paginator.paginate_queryset(self.rows(filters), request, view=self) or []
+        page: list[Any] = paginator.paginate_queryset(self.rows(filters), request, view=self) or []
         data = self.output_serializer(page, many=True, context=self.context(page)).data
         return paginator.get_paginated_response(data)
 
@@ -153,7 +156,8 @@ class PromptListApi(_ListApi):
             id = serializers.IntegerField()
             position = serializers.IntegerField()
             text = serializers.CharField()
-            source = serializers.CharField()
+            # `source` names the completion's column here, not Field.source.
+            source = serializers.CharField()  # type: ignore[assignment]
 
         id = serializers.IntegerField()
         external_id = serializers.CharField()
@@ -237,7 +241,11 @@ class ComparisonListApi(_ListApi):
 class ExportQuerySerializer(RankingFilterSerializer):
     pairs = serializers.ChoiceField(choices=[p.value for p in Pairs], default=Pairs.ALL.value)
     ties = serializers.ChoiceField(choices=[t.value for t in Ties], required=False)
-    style = serializers.ChoiceField(choices=[s.value for s in Style], default=Style.STANDARD.value)
+    # The serializer metaclass takes declared fields off the class, so `style` does not shadow
+    # Field.style at run time; mypy cannot know that.
+    style = serializers.ChoiceField(  # type: ignore[assignment]
+        choices=[s.value for s in Style], default=Style.STANDARD.value
+    )
     split_test = serializers.FloatField(
         required=False, help_text="Fraction of prompts for test (0..1); needs split."
     )
@@ -253,12 +261,16 @@ class _StreamNegotiation(BaseContentNegotiation):
     JSON."""
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
     ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
 
 _FILTER_NAMES = ("batches", "created_after", "created_before", "annotator", "origin", "k")
@@ -404,10 +416,10 @@ class SnapshotCreateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
+        user = request.user
+        assert isinstance(user, User)  # IsResearcher let only a signed-in user through
         try:
-            snapshot = snapshot_create(
-                batches=data.pop("batch", None), created_by=request.user, **data
-            )
+            snapshot = snapshot_create(batches=data.pop("batch", None), created_by=user, **data)
         except ExportError as exc:
             raise ValidationError({exc.parameter: [str(exc)]}) from exc
         return Response(SnapshotOutputSerializer(snapshot).data, status=status.HTTP_201_CREATED)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 
 from annotation.exports import (
@@ -51,7 +51,7 @@ def snapshot_create(
     k: int | None = None,
     split_test: float | None = None,
     seed: int = 0,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> DatasetSnapshot:
     """Freeze the rankings that match the filters (all of them without filters)."""
     ranking_filter = RankingFilter(
@@ -91,9 +91,7 @@ def snapshot_create(
     manifest.update(
         options=options, content_sha256=sha256, pseudonym_key_fingerprint=key_fingerprint()
     )
-    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
-        manifest=manifest, content_sha256=sha256
-    )
+    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(manifest=manifest, content_sha256=sha256)
     return DatasetSnapshot.objects.defer("ranking_ids").get(pk=snapshot.pk)
 
 
@@ -135,7 +133,9 @@ def snapshot_rankings(
     """The snapshot's rankings in the reward model's JSONL shape (one dict a ranking: prompt,
     messages, completions, best-first groups of completion indices, and provenance), streamed.
     What a training run reads."""
-    return ranking_lines(snapshot_export_options(snapshot=snapshot, kind=Kind.RANKINGS, split=split))
+    return ranking_lines(
+        snapshot_export_options(snapshot=snapshot, kind=Kind.RANKINGS, split=split)
+    )
 
 
 def snapshot_verify(*, snapshot: DatasetSnapshot) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from django.core.management import call_command
 from django.http import StreamingHttpResponse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -31,7 +32,7 @@ def client_for(role: Role, username: str | None = None) -> APIClient:
 
 def body(response: Any) -> bytes:
     assert isinstance(response, StreamingHttpResponse), response
-    return b"".join(response.streaming_content)  # type: ignore[arg-type]
+    return b"".join(response.streaming_content)
 
 
 def jsonl(data: bytes) -> list[dict[str, Any]]:
@@ -44,8 +45,6 @@ def parquet(data: bytes) -> pa.Table:
 
 def import_file(path: Path, name: str) -> str:
     out = StringIO()
-    from django.core.management import call_command
-
     call_command(
         "import_batch", str(path), "--name", name, "--k-min", "2", "--no-progress", stdout=out
     )
@@ -54,7 +53,7 @@ def import_file(path: Path, name: str) -> str:
 
 def ranked_prompts(batch: Any, annotators: list[Any], *, prompts: int = 3, k: int = 4) -> None:
     """`prompts` prompts of K completions, each ranked by every annotator: strict orders that
-    differ by annotator, and, for K >= 4, one tie (second and third place) from the first annotator."""
+    differ by annotator and, for K >= 4, a tie (second and third place) from the first one."""
     for number in range(prompts):
         prompt = PromptFactory(batch=batch, k=k, text=f"Prompt {number} of {batch.name}")
         ids = completion_ids(prompt)

@@ -166,7 +166,7 @@ def test_csv_cells_that_a_spreadsheet_would_evaluate_are_neutralised() -> None:
     rows = list(csv.DictReader(io.StringIO(_get("preference.csv").decode())))
     comparison = next(csv.DictReader(io.StringIO(_get("comparisons.csv").decode())))
 
-    assert rows[0]["prompt"] == "'=HYPERLINK(\"http://evil\")"
+    assert rows[0]["prompt"] == '\'=HYPERLINK("http://evil")'
     assert rows[0]["chosen"] == "'+1 great"
     assert rows[0]["rejected"] == "'@SUM(A1)"
     assert comparison["winner_text"] == "'+1 great"
@@ -214,9 +214,7 @@ def test_the_export_is_streamed_with_its_media_type_and_file_name() -> None:
     ranked_prompts(BatchFactory(name="b"), [UserFactory()], prompts=1)
     client = client_for(Role.RESEARCHER)
 
-    response = client.get(
-        "/api/v1/exports/comparisons.jsonl", HTTP_ACCEPT="application/x-ndjson"
-    )
+    response = client.get("/api/v1/exports/comparisons.jsonl", HTTP_ACCEPT="application/x-ndjson")
     csv_response = client.get("/api/v1/exports/preference.csv?split_test=0.5&split=test")
 
     assert response.status_code == 200
@@ -253,6 +251,10 @@ def test_an_unknown_kind_or_format_is_a_404() -> None:
 def _without_storage(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """A ranking line without what depends on where and when it was stored."""
     return [
-        {k: v for k, v in row.items() if k not in {"prompt_id", "ranking_id", "batch", "created_at"}}
+        {
+            k: v
+            for k, v in row.items()
+            if k not in {"prompt_id", "ranking_id", "batch", "created_at"}
+        }
         for row in rows
     ]
