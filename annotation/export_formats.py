@@ -8,11 +8,12 @@ The columns below are the documented export columns, in order.
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FLUSH_BYTES = 256 * 1024
 PARQUET_ROW_GROUP = 20_000
@@ -23,70 +24,89 @@ CONTENT_TYPES = {
     "parquet": "application/vnd.apache.parquet",
 }
 
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# The documented columns of each export and their Parquet types, by name: pyarrow costs ~90 MB
+# of memory to import, so a web worker only loads it for its first Parquet export.
 _PAIR_PROVENANCE = [
-    ("prompt_id", pa.int64()),
-    ("ranking_id", pa.int64()),
-    ("chosen_id", pa.int64()),
-    ("rejected_id", pa.int64()),
-    ("rank_gap", pa.int16()),
-    ("is_tie", pa.bool_()),
-    ("annotator", pa.string()),
-    ("batch", pa.string()),
+    ("prompt_id", "int64"),
+    ("ranking_id", "int64"),
+    ("chosen_id", "int64"),
+    ("rejected_id", "int64"),
+    ("rank_gap", "int16"),
+    ("is_tie", "bool"),
+    ("annotator", "string"),
+    ("batch", "string"),
 ]
-
-SCHEMAS: dict[str, pa.Schema] = {
-    "rankings": pa.schema(
-        [
-            ("id", pa.string()),
-            ("prompt", pa.string()),
-            ("messages", _MESSAGES),
-            ("completions", pa.list_(pa.struct([("text", pa.string()), ("source", pa.string())]))),
-            ("ranking", pa.list_(pa.list_(pa.int16()))),
-            ("metadata", pa.string()),  # JSON: free-form, no fixed schema
-            ("prompt_id", pa.int64()),
-            ("ranking_id", pa.int64()),
-            ("ranking_external_id", pa.string()),
-            ("origin", pa.string()),
-            ("annotator", pa.string()),
-            ("not_rankable", pa.bool_()),
-            ("flags", pa.string()),  # JSON: {completion index: [labels]}
-            ("rationale", pa.string()),
-            ("display_order", pa.list_(pa.int16())),
-            ("duration_ms", pa.int64()),
-            ("guidelines_version", pa.int64()),
-            ("batch", pa.string()),
-            ("created_at", pa.timestamp("us", tz="UTC")),
-        ]
-    ),
-    "comparisons": pa.schema(
-        [
-            ("id", pa.int64()),
-            ("ranking_id", pa.int64()),
-            ("prompt_id", pa.int64()),
-            ("batch", pa.string()),
-            ("winner_id", pa.int64()),
-            ("winner_text", pa.string()),
-            ("loser_id", pa.int64()),
-            ("loser_text", pa.string()),
-            ("rank_gap", pa.int16()),
-            ("is_tie", pa.bool_()),
-            ("annotator", pa.string()),
-        ]
-    ),
-    "preference_standard": pa.schema(
-        [
-            ("prompt", pa.string()),
-            ("chosen", pa.string()),
-            ("rejected", pa.string()),
-            *_PAIR_PROVENANCE,
-        ]
-    ),
-    "preference_conversational": pa.schema(
-        [("prompt", _MESSAGES), ("chosen", _MESSAGES), ("rejected", _MESSAGES), *_PAIR_PROVENANCE]
-    ),
+_COLUMN_TYPES: dict[str, list[tuple[str, str]]] = {
+    "rankings": [
+        ("id", "string"),
+        ("prompt", "string"),
+        ("messages", "messages"),
+        ("completions", "completions"),
+        ("ranking", "groups"),
+        ("metadata", "string"),  # JSON: free-form, no fixed schema
+        ("prompt_id", "int64"),
+        ("ranking_id", "int64"),
+        ("ranking_external_id", "string"),
+        ("origin", "string"),
+        ("annotator", "string"),
+        ("not_rankable", "bool"),
+        ("flags", "string"),  # JSON: {completion index: [labels]}
+        ("rationale", "string"),
+        ("display_order", "indices"),
+        ("duration_ms", "int64"),
+        ("guidelines_version", "int64"),
+        ("batch", "string"),
+        ("created_at", "timestamp"),
+    ],
+    "comparisons": [
+        ("id", "int64"),
+        ("ranking_id", "int64"),
+        ("prompt_id", "int64"),
+        ("batch", "string"),
+        ("winner_id", "int64"),
+        ("winner_text", "string"),
+        ("loser_id", "int64"),
+        ("loser_text", "string"),
+        ("rank_gap", "int16"),
+        ("is_tie", "bool"),
+        ("annotator", "string"),
+    ],
+    "preference_standard": [
+        ("prompt", "string"),
+        ("chosen", "string"),
+        ("rejected", "string"),
+        *_PAIR_PROVENANCE,
+    ],
+    "preference_conversational": [
+        ("prompt", "messages"),
+        ("chosen", "messages"),
+        ("rejected", "messages"),
+        *_PAIR_PROVENANCE,
+    ],
 }
-COLUMNS: dict[str, list[str]] = {name: schema.names for name, schema in SCHEMAS.items()}
+COLUMNS: dict[str, list[str]] = {
+    key: [name for name, _ in columns] for key, columns in _COLUMN_TYPES.items()
+}
+
+
+def parquet_schema(key: str) -> "pa.Schema":
+    import pyarrow as pa
+
+    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "int16": pa.int16(),
+        "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "messages": messages,
+        "completions": pa.list_(pa.struct([("text", pa.string()), ("source", pa.string())])),
+        "groups": pa.list_(pa.list_(pa.int16())),
+        "indices": pa.list_(pa.int16()),
+    }
+    return pa.schema([(name, types[kind]) for name, kind in _COLUMN_TYPES[key]])
+
+
 # Parquet has no free-form JSON type: these columns are JSON text there (and in CSV).
 _JSON_TEXT_COLUMNS = {"metadata", "flags"}
 
@@ -167,7 +187,11 @@ class _Drain:
         return data
 
 
-def parquet_chunks(rows: Iterable[dict[str, Any]], *, schema: pa.Schema) -> Iterator[bytes]:
+def parquet_chunks(rows: Iterable[dict[str, Any]], *, schema_key: str) -> Iterator[bytes]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema(schema_key)
     sink = _Drain()
     json_columns = _JSON_TEXT_COLUMNS & set(schema.names)
     # Parquet metadata holds no write time: the same rows give the same bytes, for one pyarrow

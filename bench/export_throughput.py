@@ -90,7 +90,7 @@ JOIN annotation_prompt p ON p.id = c.prompt_id
 JOIN annotation_promptbatch b ON b.id = p.batch_id
 JOIN annotation_completion w ON w.id = c.winner_id
 JOIN annotation_completion l ON l.id = c.loser_id
-ORDER BY c.ranking_id, c.id
+ORDER BY c.id
 """
 
 
@@ -135,19 +135,16 @@ def main() -> None:
 
     out = Path(tempfile.mkdtemp(prefix="rankloop-bench-export-"))
     try:
-        copy_runs = [_time_psql(bench_url, out) for _ in range(args.repeat)]
+        copy_runs = [_time_psql(bench_url) for _ in range(args.repeat)]
         api_runs, peak_rss = _time_api(env, token, out, args.repeat)
         command_runs = [_time_command(env, out) for _ in range(args.repeat)]
     finally:
         shutil.rmtree(out)
 
-    copy_s, copy_bytes = min(copy_runs)
+    copy_s = min(copy_runs)
     api_s, api_bytes = min(api_runs)
     command_s, _, command_rss = min(command_runs)
-    print(
-        f"rows: {loaded:,} comparisons "
-        f"(JSONL {api_bytes / 1e6:.0f} MB, COPY text {copy_bytes / 1e6:.0f} MB)"
-    )
+    print(f"rows: {loaded:,} comparisons (JSONL {api_bytes / 1e6:.0f} MB)")
     print(f"psql \\copy      {copy_s:6.2f} s  {loaded / copy_s:>10,.0f} rows/s")
     print(f"API (gunicorn)  {api_s:6.2f} s  {loaded / api_s:>10,.0f} rows/s")
     print(
@@ -157,7 +154,14 @@ def main() -> None:
     print(f"API / COPY ratio: {copy_s / api_s:.2f} (target >= 0.5)")
     print(f"web worker peak RSS: {peak_rss / 2**20:.0f} MB (target < 300 MB)")
     print(f"export_dataset peak RSS: {command_rss / 2**20:.0f} MB")
-    print("runs (s): copy", _fmt(copy_runs), "api", _fmt(api_runs), "command", _fmt(command_runs))
+    print(
+        "runs (s): copy",
+        _fmt([(run,) for run in copy_runs]),
+        "api",
+        _fmt(api_runs),
+        "command",
+        _fmt(command_runs),
+    )
 
 
 def _fmt(runs: Sequence[tuple[float, ...]]) -> str:
@@ -297,16 +301,13 @@ def _researcher_token(env: dict[str, str]) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def _time_psql(url: str, out: Path) -> tuple[float, int]:
-    target = out / "copy.tsv"
+def _time_psql(url: str) -> float:
     query = " ".join(COPY_SQL.split())
     started = time.perf_counter()
-    with target.open("wb") as sink:
-        subprocess.run(["psql", url, "-c", f"\\copy ({query}) TO STDOUT"], stdout=sink, check=True)
-    elapsed = time.perf_counter() - started
-    size = target.stat().st_size
-    target.unlink()
-    return elapsed, size
+    subprocess.run(
+        ["psql", url, "-c", f"\\copy ({query}) TO STDOUT"], stdout=subprocess.DEVNULL, check=True
+    )
+    return time.perf_counter() - started
 
 
 def _free_port() -> int:
@@ -365,23 +366,25 @@ def _time_api(
             raise RuntimeError("gunicorn did not answer")
         workers = psutil.Process(server.pid).children()
         runs = []
-        target = out / "api.jsonl"
         for _ in range(repeat):
             started = time.perf_counter()
-            subprocess.run(
+            result = subprocess.run(
                 [
                     "curl",
                     "-s",
                     "-f",
                     "-o",
-                    str(target),
+                    "/dev/null",
+                    "-w",
+                    "%{size_download}",
                     *auth,
                     f"{base}/api/v1/exports/comparisons.jsonl",
                 ],
                 check=True,
+                capture_output=True,
+                text=True,
             )
-            runs.append((time.perf_counter() - started, target.stat().st_size))
-            target.unlink()
+            runs.append((time.perf_counter() - started, int(result.stdout)))
         peak = max(_vm_hwm(worker.pid) for worker in workers)
     finally:
         server.terminate()
