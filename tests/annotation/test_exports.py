@@ -258,3 +258,23 @@ def _without_storage(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         }
         for row in rows
     ]
+
+
+def test_texts_survive_every_format_exactly() -> None:
+    # quotes, backslashes, control characters, a tab first (a formula start), emoji
+    awkward = 'He said "hi"\\n\t\x01\x1f\r\nnew line \u2028 \U0001f600 end'
+    prompt = PromptFactory(batch=BatchFactory(name="b"), k=2)
+    winner, loser = completion_ids(prompt)
+    Completion.objects.filter(pk=winner).update(text=awkward)
+    ranking_submit(prompt=prompt, groups=[winner, loser], annotator=UserFactory())
+
+    line = jsonl(_get("comparisons.jsonl"))[0]
+    pair = jsonl(_get("preference.jsonl"))[0]
+    table = parquet(_get("comparisons.parquet"))
+    cell = next(csv.DictReader(io.StringIO(_get("comparisons.csv").decode(), newline="")))
+
+    assert line["winner_text"] == pair["chosen"] == awkward
+    assert table.column("winner_text").to_pylist() == [awkward]
+    assert cell["winner_text"] == awkward  # starts with "H": nothing to neutralise
+    assert line["is_tie"] is False
+    assert isinstance(line["rank_gap"], int)
