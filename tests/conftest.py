@@ -1,7 +1,10 @@
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.db import connection
+
+from tests.processes import CeleryWorker, RedisServer, celery_broker, redis_server
 
 
 @pytest.fixture
@@ -15,11 +18,27 @@ def postgres() -> None:
 def tasks_queued_not_run() -> Iterator[None]:
     """Tasks go to an in-memory broker instead of running in-process, for tests about what is
     enqueued rather than what the task does."""
-    from config.celery import app
-
-    saved = app.conf.task_always_eager, app.conf.broker_url
-    app.conf.task_always_eager, app.conf.broker_url = False, "memory://"
-    try:
+    with celery_broker("memory://"):
         yield
-    finally:
-        app.conf.task_always_eager, app.conf.broker_url = saved
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, for this test alone."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def celery_worker(
+    redis: RedisServer, tmp_path: Path, transactional_db: None, postgres: None
+) -> Iterator[CeleryWorker]:
+    """A real `celery worker` process on the private Redis, reading the test database. The test
+    process enqueues to the same Redis (not eagerly)."""
+    worker = CeleryWorker(broker_url=redis.url, log_path=tmp_path / "worker.log")
+    with celery_broker(redis.url):
+        worker.start()
+        try:
+            yield worker
+        finally:
+            worker.stop()

@@ -1,20 +1,19 @@
 """/healthz and /readyz, against the real database and the real Redis."""
 
 import socket
+from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 
-from config.celery import app as celery_app
+from tests.processes import celery_broker
 
 
 @pytest.fixture
-def broker(request: pytest.FixtureRequest) -> object:
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
     """Point the Celery app at a broker URL for one test."""
-    saved = celery_app.conf.task_always_eager, celery_app.conf.broker_url
-    celery_app.conf.task_always_eager, celery_app.conf.broker_url = False, request.param
-    yield request.param
-    celery_app.conf.task_always_eager, celery_app.conf.broker_url = saved
+    with celery_broker(request.param):
+        yield request.param
 
 
 def _closed_port() -> int:
@@ -32,7 +31,7 @@ def test_healthz_answers_without_touching_anything(client: Client) -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("broker", ["redis://127.0.0.1:6379/15"], indirect=True)
-def test_readyz_reports_database_and_broker_latency(client: Client, broker: object) -> None:
+def test_readyz_reports_database_and_broker_latency(client: Client, broker: str) -> None:
     body = client.get("/readyz").json()
 
     assert body["status"] == "ok"
@@ -43,7 +42,7 @@ def test_readyz_reports_database_and_broker_latency(client: Client, broker: obje
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("broker", [f"redis://127.0.0.1:{_closed_port()}/0"], indirect=True)
-def test_readyz_is_503_naming_an_unreachable_broker(client: Client, broker: object) -> None:
+def test_readyz_is_503_naming_an_unreachable_broker(client: Client, broker: str) -> None:
     response = client.get("/readyz")
 
     assert response.status_code == 503
