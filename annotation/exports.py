@@ -336,9 +336,7 @@ def _copy_json_lines(
     # `query` selects one JSON document a row. CSV mode with a quote and a delimiter that JSON
     # text never contains (to_json escapes every control character) writes it verbatim; text
     # mode would double its backslashes.
-    copy_sql = (
-        f"COPY ({query}) TO STDOUT WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
-    )
+    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
     connection.ensure_connection()
     with connection.cursor() as cursor, cursor.cursor.copy(copy_sql, params) as copy:
         buffer = bytearray()

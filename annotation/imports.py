@@ -7,6 +7,12 @@ Accepted shapes (keys beyond these are kept in the prompt's metadata):
      "ranking"?: [best-first indices] | [[indices], ...]}
     {"prompt": str, "chosen": str, "rejected": str, "id"?: str}      # a pair: K = 2, chosen first
 
+CSV files (`.csv`) hold one completion a row, grouped by a prompt id column:
+
+    prompt_id,prompt,completion,source,rank        # source and rank are optional columns
+
+`rank` is 1 for the best; equal ranks tie; a prompt's rows either all have a rank or none do.
+
 A line of a `rankings` export (annotation.exports) is the first shape plus the ranking's
 lossless fields: "not_rankable", "flags" ({completion index: [labels]}), "rationale",
 "display_order" (indices), "duration_ms", "guidelines_version" and "ranking_external_id"; its
@@ -19,7 +25,9 @@ Parsing is separate from writing: every line is checked first and every problem 
 with its file and line number, so a file with one bad line writes nothing.
 """
 
+import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -79,28 +87,29 @@ class _BadLine(ValueError):
     pass
 
 
-def read_jsonl(
+def read_records(
     paths: Iterable[Path], *, k_range: tuple[int, int] | None = None, progress: Any = None
 ) -> list[PromptRecord]:
-    """Parse every line of `paths`. Raises ImportErrors listing all bad lines, or returns the
-    records. With `k_range`, a prompt with fewer or more completions is a bad line.
-    `progress`, if given, is called with the byte count of each line read."""
+    """Parse every line of `paths` (JSONL, or CSV for a `.csv` file). Raises ImportErrors
+    listing all bad lines, or returns the records. With `k_range`, a prompt with fewer or more
+    completions is a bad line. `progress`, if given, is called with each line's byte count."""
     records: list[PromptRecord] = []
     errors: list[LineError] = []
     first_seen: dict[str, tuple[str, int]] = {}
     by_id: dict[str, PromptRecord] = {}
     for path in paths:
-        for number, raw in _lines(path):
-            if progress is not None:
-                progress(len(raw))
-            if not raw.strip():
+        parsed = (
+            _csv_records(path, progress)
+            if path.suffix.lower() == ".csv"
+            else _jsonl_records(path, progress)
+        )
+        for number, outcome in parsed:
+            if isinstance(outcome, str):
+                errors.append(LineError(path.name, number, outcome))
                 continue
-            try:
-                record = parse_line(raw)
-                if k_range is not None:
-                    _check_k(len(record.completions), k_range)
-            except _BadLine as exc:
-                errors.append(LineError(path.name, number, str(exc)))
+            record = outcome
+            if k_range is not None and (problem := _k_problem(len(record.completions), k_range)):
+                errors.append(LineError(path.name, number, problem))
                 continue
             if record.external_id in first_seen:
                 first = by_id[record.external_id]
@@ -120,6 +129,70 @@ def read_jsonl(
     if errors:
         raise ImportErrors(errors)
     return records
+
+
+def _jsonl_records(path: Path, progress: Any) -> Iterator[tuple[int, PromptRecord | str]]:
+    """(line number, record or the reason the line is bad) for each non-blank line."""
+    for number, raw in _lines(path):
+        if progress is not None:
+            progress(len(raw))
+        if not raw.strip():
+            continue
+        try:
+            yield number, parse_line(raw)
+        except _BadLine as exc:
+            yield number, str(exc)
+
+
+def _csv_records(path: Path, progress: Any) -> Iterator[tuple[int, PromptRecord | str]]:
+    """Rows grouped by `prompt_id`; a prompt's problems are reported on its first row."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        yield 1, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        return
+    if progress is not None:
+        progress(path.stat().st_size)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = {"prompt_id", "prompt", "completion"} - set(reader.fieldnames or [])
+    if missing:
+        yield 1, f"the header needs the columns {', '.join(sorted(missing))}"
+        return
+    groups: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    for row in reader:
+        groups.setdefault(row["prompt_id"] or "", []).append((reader.line_num, row))
+    for prompt_id, rows in groups.items():
+        first_line = rows[0][0]
+        try:
+            yield first_line, _csv_prompt(prompt_id, rows)
+        except _BadLine as exc:
+            yield first_line, str(exc)
+
+
+def _csv_prompt(prompt_id: str, rows: list[tuple[int, dict[str, str]]]) -> PromptRecord:
+    if not prompt_id:
+        raise _BadLine("prompt_id is empty")
+    prompts = {row["prompt"] for _, row in rows}
+    if len(prompts) != 1:
+        raise _BadLine(f"prompt {prompt_id!r} has different prompt texts on its rows")
+    line: dict[str, Any] = {
+        "id": prompt_id,
+        "prompt": prompts.pop(),
+        "completions": [
+            {"text": row["completion"], "source": row.get("source") or ""} for _, row in rows
+        ],
+    }
+    ranks = [(row.get("rank") or "").strip() for _, row in rows]
+    if any(ranks):
+        if not all(rank.isdigit() and int(rank) >= 1 for rank in ranks):
+            raise _BadLine(
+                f"prompt {prompt_id!r}: every row needs a rank of 1 or more, or none may have one"
+            )
+        by_rank: dict[int, list[int]] = {}
+        for index, rank in enumerate(ranks):
+            by_rank.setdefault(int(rank), []).append(index)
+        line["ranking"] = [by_rank[rank] for rank in sorted(by_rank)]
+    return parse_line(json.dumps(line).encode())
 
 
 def parse_line(raw: bytes) -> PromptRecord:
@@ -344,12 +417,11 @@ def _another_ranking_of(first: PromptRecord, record: PromptRecord) -> bool:
     )
 
 
-def _check_k(k: int, k_range: tuple[int, int]) -> None:
+def _k_problem(k: int, k_range: tuple[int, int]) -> str | None:
     k_min, k_max = k_range
-    if not k_min <= k <= k_max:
-        raise _BadLine(
-            f"{k} completions, outside the batch's range {k_min}..{k_max} (see --k-min/--k-max)"
-        )
+    if k_min <= k <= k_max:
+        return None
+    return f"{k} completions, outside the batch's range {k_min}..{k_max} (see --k-min/--k-max)"
 
 
 def _content_id(messages: list[dict[str, str]], completions: list[CompletionRecord]) -> str:

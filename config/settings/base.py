@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "django_celery_beat",
     "annotation",
     "training",
 ]
@@ -114,6 +115,8 @@ EXPORT_PSEUDONYM_KEY = (
 )
 
 # Celery. Without a broker, tasks run in-process (eagerly) so a laptop needs no Redis.
+# Two queues: `default` for quick work, `gpu` for training and sampling (one task at a time per
+# worker: `celery -A config worker -Q gpu --concurrency 1`).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
 CELERY_TASK_ALWAYS_EAGER = env_str("CELERY_BROKER_URL") is None
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -122,6 +125,28 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"training.tasks.run_training": {"queue": "gpu"}}
+# A training task is acknowledged when it ends, so a worker that dies mid-run hands it back.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Limits of one training run. Redis redelivers an unacknowledged task after the visibility
+# timeout, so it must exceed the longest run or a healthy run would be started twice.
+TRAINING_TIME_LIMIT = env_int("RANKLOOP_TRAINING_TIME_LIMIT", 6 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRAINING_TIME_LIMIT + 3600}
+CELERY_TASK_ANNOTATIONS = {
+    "training.tasks.run_training": {
+        "time_limit": TRAINING_TIME_LIMIT,
+        "soft_time_limit": TRAINING_TIME_LIMIT - 60,
+    }
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# The training loop.
+# Retrain the reward model once this many comparisons arrived since the last run's snapshot.
+RETRAIN_MIN_NEW_COMPARISONS = env_int("RANKLOOP_RETRAIN_MIN_NEW_COMPARISONS", 500)
+# A running run whose worker has not reported for this long is marked failed (and retried once).
+RUN_HEARTBEAT_TIMEOUT = env_int("RANKLOOP_RUN_HEARTBEAT_TIMEOUT", 600)
 
 LOGGING = {
     "version": 1,

@@ -223,3 +223,49 @@ def test_importing_again_needs_append_and_then_adds_nothing(tmp_path: Path) -> N
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="no such file"):
         _import(tmp_path / "nope.jsonl", "--name", "x")
+
+
+def test_a_csv_file_groups_rows_by_prompt_id_with_ranks_and_ties(tmp_path: Path) -> None:
+    path = tmp_path / "batch.csv"
+    path.write_text(
+        "prompt_id,prompt,completion,source,rank\n"
+        "q1,Say hi,Hello,gpt2,2\n"
+        'q1,Say hi,"Hi, there",human,1\n'
+        "q1,Say hi,Hey,gpt2,2\n"
+        "q2,Say bye,Bye,,\n"
+        "q2,Say bye,Farewell,,\n"
+    )
+
+    _import(path, "--name", "csv", "--k-min", "2")
+
+    q1 = Prompt.objects.get(external_id="q1")
+    hello, hi_there, hey = q1.completions.order_by("position")
+    assert hi_there.text == "Hi, there"
+    assert hello.source == "gpt2"
+    assert Ranking.objects.get(prompt=q1).groups == [[hi_there.pk], [hello.pk, hey.pk]]
+    assert Comparison.objects.filter(prompt=q1).count() == 3
+    assert Comparison.objects.filter(prompt=q1, is_tie=True).count() == 1
+    assert Prompt.objects.get(external_id="q2").completions.count() == 2
+    assert not Ranking.objects.filter(prompt__external_id="q2").exists()
+
+
+def test_a_csv_prompt_with_partial_ranks_is_refused_on_its_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("prompt_id,prompt,completion,rank\nok,P,a,\nok,P,b,\nx,Q,a,1\nx,Q,b,\n")
+
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command(
+            "import_batch",
+            str(path),
+            "--name",
+            "c",
+            "--k-min",
+            "2",
+            "--no-progress",
+            stdout=out,
+            stderr=out,
+        )
+
+    assert "bad.csv:4: prompt 'x': every row needs a rank" in out.getvalue()
+    assert _counts() == (0, 0, 0, 0, 0)

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from tqdm import tqdm
 
-from annotation.imports import ImportErrors, read_jsonl
+from annotation.imports import ImportErrors, read_records
 from annotation.models import PromptBatch
 from annotation.rankings import InvalidRanking
 from annotation.services import batch_create, batch_import_records
@@ -19,12 +19,14 @@ MAX_ERRORS_SHOWN = 50
 
 class Command(BaseCommand):
     help = (
-        "Import prompts, their completions and optional rankings from JSONL files into a batch. "
+        "Import prompts, completions and optional rankings from JSONL or CSV files into a batch. "
         "All or nothing: a file with a bad line writes nothing and names the line."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="JSONL file(s)")
+        parser.add_argument(
+            "paths", nargs="+", type=Path, metavar="PATH", help="JSONL or CSV file(s)"
+        )
         parser.add_argument("--name", required=True, help="batch name")
         parser.add_argument("--k-min", type=int, default=4, help="fewest completions (default 4)")
         parser.add_argument("--k-max", type=int, default=9, help="most completions (default 9)")
@@ -69,7 +71,7 @@ class Command(BaseCommand):
             disable=options["no_progress"] or None,
         ) as bar:
             try:
-                records = read_jsonl(paths, k_range=k_range, progress=bar.update)
+                records = read_records(paths, k_range=k_range, progress=bar.update)
             except ImportErrors as exc:
                 for error in exc.errors[:MAX_ERRORS_SHOWN]:
                     self.stderr.write(str(error))
