@@ -136,6 +136,12 @@ class ExportOptions:
         return self.ties == Ties.KEEP
 
 
+def exports_available() -> bool:
+    """Exports and snapshots use PostgreSQL's COPY, named cursors and arrays; SQLite (the
+    embedded development default) has none of them."""
+    return connection.vendor == "postgresql"
+
+
 def export_stream(
     options: ExportOptions, *, on_rows: Callable[[int], None] | None = None
 ) -> Iterator[bytes]:

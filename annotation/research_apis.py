@@ -36,6 +36,7 @@ from annotation.exports import (
     Ties,
     export_content_type,
     export_stream,
+    exports_available,
 )
 from annotation.models import DatasetSnapshot, Ranking
 from annotation.pseudonyms import pseudonym_map
@@ -296,7 +297,9 @@ class ExportApi(APIView):
         description="Stream an export: rankings (lossless, import_batch's JSONL shape), "
         "comparisons (one line per stored pair) or preference (prompt/chosen/rejected).",
     )
-    def get(self, request: Request, kind: str, fmt: str) -> StreamingHttpResponse:
+    def get(self, request: Request, kind: str, fmt: str) -> StreamingHttpResponse | Response:
+        if not exports_available():
+            return _needs_postgres()
         if kind not in {k.value for k in Kind} or fmt not in {f.value for f in Format}:
             raise Http404(f"no export {kind}.{fmt}: kinds {list(Kind)}, formats {list(Format)}")
         query = parse_query(request, ExportQuerySerializer, extra=set())
@@ -308,6 +311,13 @@ class ExportApi(APIView):
         suffix = f".{options.split}" if options.split else ""
         response["Content-Disposition"] = f'attachment; filename="{name}{suffix}.{fmt}"'
         return response
+
+
+def _needs_postgres() -> Response:
+    return Response(
+        {"detail": "exports and snapshots need PostgreSQL: set DATABASE_URL=postgres://..."},
+        status=status.HTTP_501_NOT_IMPLEMENTED,
+    )
 
 
 def _export_options(kind: Kind, format: Format, query: dict[str, Any]) -> ExportOptions:
@@ -413,6 +423,8 @@ class SnapshotCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: SnapshotOutputSerializer})
     def post(self, request: Request) -> Response:
+        if not exports_available():
+            return _needs_postgres()
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
