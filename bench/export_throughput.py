@@ -10,6 +10,8 @@
 3. GET /api/v1/exports/comparisons.jsonl from a real gunicorn (1 gthread worker on
    127.0.0.1), read by curl; the worker's peak resident memory is its VmHWM in /proc.
 4. `manage.py export_dataset --kind comparisons --format jsonl` into a file.
+5. Once, untimed against COPY: rankings.jsonl and preference.parquet (1,000,000 pairs) from
+   the API, which go through Python; the worker's peak memory after each.
 
 The three run in `--repeat` interleaved rounds (so that each meets the same load from other
 work on the machine) and the best of each is kept. Prints rows/s, the API/COPY ratio (best vs
@@ -147,6 +149,12 @@ def main() -> None:
                 api_runs.append(get("/api/v1/exports/comparisons.jsonl"))
                 command_runs.append(_time_command(env, out))
             peak_rss = max(_vm_hwm(worker.pid) for worker in workers)
+            # The kinds shaped in Python (server-side cursor, orjson, pyarrow row groups),
+            # once each, after the timed rounds: the worker's peak memory after each.
+            others = []
+            for path in ("rankings.jsonl", "preference.parquet"):
+                seconds, size = get(f"/api/v1/exports/{path}")
+                others.append((path, seconds, size, max(_vm_hwm(w.pid) for w in workers)))
     finally:
         shutil.rmtree(out)
 
@@ -167,6 +175,11 @@ def main() -> None:
     )
     print(f"web worker peak RSS: {peak_rss / 2**20:.0f} MB (target < 300 MB)")
     print(f"export_dataset peak RSS: {command_rss / 2**20:.0f} MB")
+    for path, seconds, size, peak in others:
+        print(
+            f"API {path}: {seconds:.2f} s, {size / 1e6:.0f} MB, "
+            f"web worker peak RSS so far {peak / 2**20:.0f} MB"
+        )
     print(
         "runs (s): copy",
         _fmt([(run,) for run in copy_runs]),
