@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 from django.contrib.auth.models import User
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
@@ -111,6 +116,7 @@ class _ListApi(APIView):
         return paginator.get_paginated_response(data)
 
 
+@extend_schema_field({"type": "string", "nullable": True, "example": "ann-3f9c2a71b0de"})
 class _PseudonymField(serializers.Field):
     """The annotator as their pseudonym; the page's pseudonyms come in the context."""
 
@@ -129,6 +135,9 @@ class BatchListApi(_ListApi):
     filter_serializer = BatchFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Batch"  # the schema's component name; every API's is "Output"
+
         id = serializers.IntegerField()
         name = serializers.CharField()
         status = serializers.CharField()
@@ -153,6 +162,9 @@ class PromptListApi(_ListApi):
     filter_serializer = PromptFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Prompt"  # the schema's component name; every API's is "Output"
+
         class CompletionSerializer(serializers.Serializer):
             id = serializers.IntegerField()
             position = serializers.IntegerField()
@@ -183,6 +195,9 @@ class RankingListApi(_ListApi):
     filter_serializer = RankingFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Ranking"  # the schema's component name; every API's is "Output"
+
         id = serializers.IntegerField()
         prompt_id = serializers.IntegerField()
         batch = serializers.CharField(source="prompt.batch.name")
@@ -216,6 +231,9 @@ class ComparisonListApi(_ListApi):
     filter_serializer = RankingFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Comparison"  # the schema's component name; every API's is "Output"
+
         id = serializers.IntegerField()
         ranking_id = serializers.IntegerField()
         prompt_id = serializers.IntegerField()
@@ -411,6 +429,9 @@ class SnapshotCreateApi(APIView):
     permission_classes = [IsResearcher]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SnapshotCreate"
+
         name = serializers.CharField(required=False, default="", allow_blank=True)
         batch = serializers.ListField(child=serializers.CharField(), required=False)
         created_after = serializers.DateTimeField(required=False, input_formats=_DATE_FORMATS)
