@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_celery_beat",
+    "drf_spectacular",
     "annotation",
     "training",
 ]
@@ -93,7 +94,25 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "RankLoop API",
+    "DESCRIPTION": "Human rankings of language-model outputs: batches, prompts, rankings, "
+    "comparisons, streamed exports and frozen dataset snapshots.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its documentation page describe endpoints that need a login anyway.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# Exports name annotators only by a keyed HMAC of their user id: stable for one key,
+# unlinkable without it. Production requires a real secret (config/settings/production.py);
+# rotating it changes every pseudonym, and so the bytes of every re-exported snapshot.
+EXPORT_PSEUDONYM_KEY = (
+    env_str("EXPORT_PSEUDONYM_KEY") or "insecure-development-pseudonym-key-do-not-deploy"
+)
 
 # Celery. Without a broker, tasks run in-process (eagerly) so a laptop needs no Redis.
 # Two queues: `default` for quick work, `gpu` for training and sampling (one task at a time per
