@@ -6,7 +6,7 @@ import socket
 from celery import shared_task
 from django.conf import settings
 
-from training import runners, services
+from training import reward_runs, runners, services
 from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
@@ -32,3 +32,9 @@ def run_training(self, run_id: int) -> str:
 def reap_stale_runs() -> list[int]:
     retries = services.runs_reap_stale(timeout_seconds=settings.RUN_HEARTBEAT_TIMEOUT)
     return [run.pk for run in retries]
+
+
+@shared_task
+def retrain_if_due() -> int | None:
+    run = reward_runs.retrain_if_due()
+    return run.pk if run else None

@@ -25,7 +25,9 @@ def separable_rankings(n: int = 24, seed: int = 0) -> list[Ranking]:
         rng.shuffle(order)  # completions listed in random order, ranking says which is which
         completions = [texts[j] for j in order]
         groups = [[order.index(j)] for j in range(3)]
-        out.append(Ranking([{"role": "user", "content": f"question {i}?"}], completions, groups, str(i)))
+        out.append(
+            Ranking([{"role": "user", "content": f"question {i}?"}], completions, groups, str(i))
+        )
     return out
 
 

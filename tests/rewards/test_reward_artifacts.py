@@ -22,7 +22,9 @@ def test_saved_model_scores_identically_after_loading(saved):
     loaded = load_reward_model(out)
     completions = ["good", "uh okay", "so so bad"]
     assert loaded.score("question 3?", completions) == model.score("question 3?", completions)
-    assert loaded.score("q", completions, normalize=False) == model.score("q", completions, normalize=False)
+    assert loaded.score("q", completions, normalize=False) == model.score(
+        "q", completions, normalize=False
+    )
 
 
 def test_meta_describes_the_model(saved):
@@ -31,7 +33,10 @@ def test_meta_describes_the_model(saved):
     assert meta["base"] == "tiny"
     assert meta["config"]["mode"] == "full"
     assert len(meta["data_sha256"]) == 64
-    assert meta["normalisation"] == {"mean": model.normalisation.mean, "std": model.normalisation.std}
+    assert meta["normalisation"] == {
+        "mean": model.normalisation.mean,
+        "std": model.normalisation.std,
+    }
     assert {"torch", "transformers", "safetensors"} <= meta["versions"].keys()
     assert meta["metrics"]["val"]["pairs"] == 12
     assert meta["sha256"]["model.safetensors"] == sha256_file(out / "model.safetensors")

@@ -23,14 +23,18 @@ def test_hh_prompt_becomes_chat_messages():
 
 
 def test_pairs_record_is_a_k2_ranking():
-    r = ranking_from_record({"prompt": "\n\nHuman: q\n\nAssistant:", "chosen": "a", "rejected": "b"})
+    r = ranking_from_record(
+        {"prompt": "\n\nHuman: q\n\nAssistant:", "chosen": "a", "rejected": "b"}
+    )
     assert r.completions == ["a", "b"]
     assert r.groups == [[0], [1]]
     assert r.messages == [{"role": "user", "content": "q"}]
 
 
 def test_flat_ranking_groups_alias_and_completion_objects():
-    flat = ranking_from_record({"prompt": "p", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]})
+    flat = ranking_from_record(
+        {"prompt": "p", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}
+    )
     grouped = ranking_from_record(
         {"prompt": "p", "completions": [{"text": "a"}, "b", {"text": "c"}], "groups": [[2], [0, 1]]}
     )
@@ -41,8 +45,19 @@ def test_flat_ranking_groups_alias_and_completion_objects():
 
 
 def test_messages_take_precedence_over_prompt_text():
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
-    r = ranking_from_record({"prompt": "User: a ...", "messages": messages, "completions": ["x", "y"], "ranking": [1, 0]})
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    r = ranking_from_record(
+        {
+            "prompt": "User: a ...",
+            "messages": messages,
+            "completions": ["x", "y"],
+            "ranking": [1, 0],
+        }
+    )
     assert r.messages == messages
 
 
@@ -52,7 +67,10 @@ def test_ranking_that_does_not_index_its_completions_is_refused():
 
 
 def test_single_group_rankings_are_dropped():
-    assert rankings_from_records([{"prompt": "p", "completions": ["a", "b"], "groups": [[0, 1]]}]) == []
+    assert (
+        rankings_from_records([{"prompt": "p", "completions": ["a", "b"], "groups": [[0, 1]]}])
+        == []
+    )
 
 
 def test_split_by_prompt_keeps_a_conversation_on_one_side():
@@ -65,7 +83,9 @@ def test_split_by_prompt_keeps_a_conversation_on_one_side():
 
 def test_load_rankings_reads_jsonl(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"prompt": "p", "completions": ["a", "b"], "ranking": [1, 0]}) + "\n\n")
+    path.write_text(
+        json.dumps({"prompt": "p", "completions": ["a", "b"], "ranking": [1, 0]}) + "\n\n"
+    )
     assert [r.groups for r in load_rankings(path)] == [[[1], [0]]]
 
 

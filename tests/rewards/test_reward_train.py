@@ -8,8 +8,17 @@ from reward_factories import separable_rankings
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    defaults = dict(base="tiny", mode="full", max_length=48, epochs=12, batch_size=8,
-                    lr=3e-3, head_lr=3e-2, warmup_fraction=0.1, seed=0)
+    defaults = dict(
+        base="tiny",
+        mode="full",
+        max_length=48,
+        epochs=12,
+        batch_size=8,
+        lr=3e-3,
+        head_lr=3e-2,
+        warmup_fraction=0.1,
+        seed=0,
+    )
     return TrainConfig(**{**defaults, **overrides})
 
 
