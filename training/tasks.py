@@ -29,9 +29,11 @@ def run_training(self, run_id: int) -> str:
 
 
 @shared_task
-def reap_stale_runs() -> list[int]:
+def reap_stale_runs() -> dict[str, list[int]]:
+    """Fail (and retry once) runs whose worker went silent; re-send runs nobody claimed."""
     retries = services.runs_reap_stale(timeout_seconds=settings.RUN_HEARTBEAT_TIMEOUT)
-    return [run.pk for run in retries]
+    resent = services.runs_requeue_unclaimed(older_than_seconds=settings.RUN_HEARTBEAT_TIMEOUT)
+    return {"retried": [run.pk for run in retries], "resent": resent}
 
 
 @shared_task
