@@ -1,9 +1,11 @@
 """Reward runs from the loop, in-process (Celery eager, as on a laptop)."""
 
+import threading
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from rest_framework.test import APIClient
 
 from annotation.models import DatasetSnapshot
@@ -121,3 +123,28 @@ def test_train_reward_refuses_an_unknown_batch_and_queues_nothing() -> None:
         call_command("train_reward", "--batch", "nope")
 
     assert TrainingRun.objects.count() == 0
+
+
+@pytest.mark.usefixtures("tasks_queued_not_run")
+def test_two_retrain_if_due_calls_at_once_create_one_run_and_one_snapshot() -> None:
+    learnable_batch(prompts=24)
+    barrier = threading.Barrier(2)
+    created: list[TrainingRun | None] = []
+
+    def call() -> None:
+        try:
+            barrier.wait()
+            created.append(retrain_if_due())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len([run for run in created if run is not None]) == 1
+    assert TrainingRun.objects.count() == 1
+    # the loser's snapshot was rolled back with its run
+    assert DatasetSnapshot.objects.count() == 1
