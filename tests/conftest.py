@@ -1,4 +1,4 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +30,34 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def celery_worker(
-    redis: RedisServer, tmp_path: Path, transactional_db: None, postgres: None
-) -> Iterator[CeleryWorker]:
-    """A real `celery worker` process on the private Redis, reading the test database. The test
-    process enqueues to the same Redis (not eagerly)."""
-    worker = CeleryWorker(broker_url=redis.url, log_path=tmp_path / "worker.log")
+def broker(redis: RedisServer) -> Iterator[RedisServer]:
+    """This process sends its tasks to the private Redis instead of running them eagerly."""
     with celery_broker(redis.url):
+        yield redis
+
+
+@pytest.fixture
+def start_worker(
+    broker: RedisServer, tmp_path: Path, transactional_db: None, postgres: None
+) -> Iterator[Callable[..., CeleryWorker]]:
+    """Start real `celery worker` processes on the private Redis, reading the test database:
+    `start_worker(env={...}, name="gpu")`. They are stopped when the test ends."""
+    workers: list[CeleryWorker] = []
+
+    def start(env: dict[str, str] | None = None, name: str = "worker") -> CeleryWorker:
+        worker = CeleryWorker(
+            broker_url=broker.url, log_path=tmp_path / f"{name}.log", extra_env=env or {}
+        )
+        workers.append(worker)
         worker.start()
-        try:
-            yield worker
-        finally:
-            worker.stop()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def celery_worker(start_worker: Callable[..., CeleryWorker]) -> CeleryWorker:
+    """One real worker with the default settings."""
+    return start_worker()

@@ -193,7 +193,9 @@ def wait_until(
         if check():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
+    )
 
 
 @contextmanager

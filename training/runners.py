@@ -7,20 +7,15 @@ from collections.abc import Callable
 
 from training import services
 from training.models import TrainingRun
+from training.reward_runs import reward_run_execute
 
 log = logging.getLogger(__name__)
 
 Runner = Callable[[TrainingRun], dict]
 
-RUNNERS: dict[str, Runner] = {}
-
-
-def runner(kind: str) -> Callable[[Runner], Runner]:
-    def register(function: Runner) -> Runner:
-        RUNNERS[kind] = function
-        return function
-
-    return register
+RUNNERS: dict[str, Runner] = {
+    "reward": reward_run_execute,
+}
 
 
 def run_execute(*, run: TrainingRun) -> str:

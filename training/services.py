@@ -7,6 +7,7 @@ duplicated Celery message finds its run already claimed and does nothing.
 
 import contextlib
 import hashlib
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from training.models import ModelVersion, TrainingRun
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
@@ -213,7 +216,27 @@ def model_rollback(*, kind: str) -> ModelVersion:
     return model_promote(version=previous, reason=f"rollback from v{current.version}")
 
 
+def runs_requeue_unclaimed(*, older_than_seconds: int) -> list[int]:
+    """Send the task again for queued runs no worker claimed in time: their message was lost
+    (the broker was down when they were queued, or restarted without persistence). A duplicate
+    message is harmless: only one can claim the run."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    stale = list(
+        TrainingRun.objects.filter(
+            status=TrainingRun.Status.QUEUED, created_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+    for run_id in stale:
+        _enqueue(run_id)
+    return stale
+
+
 def _enqueue(run_id: int) -> None:
     from training.tasks import run_training  # tasks import services; resolve at call time
 
-    run_training.delay(run_id)
+    try:
+        run_training.delay(run_id)
+    except Exception:
+        # The run stays queued and the reaper sends it again once the broker is back: a request
+        # that queued a run never fails because Redis is down.
+        log.exception("could not enqueue run %s; it stays queued and will be re-sent", run_id)

@@ -6,7 +6,7 @@ import socket
 from celery import shared_task
 from django.conf import settings
 
-from training import runners, services
+from training import reward_runs, runners, services
 from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,14 @@ def run_training(self, run_id: int) -> str:
 
 
 @shared_task
-def reap_stale_runs() -> list[int]:
+def reap_stale_runs() -> dict[str, list[int]]:
+    """Fail (and retry once) runs whose worker went silent; re-send runs nobody claimed."""
     retries = services.runs_reap_stale(timeout_seconds=settings.RUN_HEARTBEAT_TIMEOUT)
-    return [run.pk for run in retries]
+    resent = services.runs_requeue_unclaimed(older_than_seconds=settings.RUN_HEARTBEAT_TIMEOUT)
+    return {"retried": [run.pk for run in retries], "resent": resent}
+
+
+@shared_task
+def retrain_if_due() -> int | None:
+    run = reward_runs.retrain_if_due()
+    return run.pk if run else None

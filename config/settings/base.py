@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_json, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -26,8 +26,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
-    "drf_spectacular",
     "django_celery_beat",
+    "drf_spectacular",
     "annotation",
     "training",
 ]
@@ -145,6 +145,15 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The training loop.
 # Retrain the reward model once this many comparisons arrived since the last run's snapshot.
 RETRAIN_MIN_NEW_COMPARISONS = env_int("RANKLOOP_RETRAIN_MIN_NEW_COMPARISONS", 500)
+# The fixed share of prompts kept out of every reward training snapshot to judge models on;
+# changing the fraction or the seed moves prompts between the sides.
+REWARD_HELDOUT_FRACTION = float(env_str("RANKLOOP_REWARD_HELDOUT_FRACTION") or 0.1)
+REWARD_HELDOUT_SEED = env_int("RANKLOOP_REWARD_HELDOUT_SEED", 0)
+# A new reward model is promoted unless its held-out accuracy is below the promoted one's by
+# more than this.
+REWARD_PROMOTION_TOLERANCE = float(env_str("RANKLOOP_REWARD_PROMOTION_TOLERANCE") or 0.01)
+# rewards.train.TrainConfig fields for runs from the loop, e.g. {"base": "tiny"} for a demo.
+REWARD_TRAIN_DEFAULTS = env_json("RANKLOOP_REWARD_TRAIN", {})
 # A running run whose worker has not reported for this long is marked failed (and retried once).
 RUN_HEARTBEAT_TIMEOUT = env_int("RANKLOOP_RUN_HEARTBEAT_TIMEOUT", 600)
 

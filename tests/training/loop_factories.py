@@ -1,0 +1,50 @@
+"""Preference data a tiny reward model can learn, written through the real services."""
+
+import random
+
+from annotation.models import Completion, Prompt, PromptBatch
+from annotation.services import ranking_submit
+from tests.factories import BatchFactory, UserFactory
+
+# A tiny reward-model configuration that learns the data below in seconds on a CPU.
+TINY_TRAIN = {
+    "base": "tiny",
+    "mode": "full",
+    "max_length": 32,
+    "epochs": 3,
+    "batch_size": 4,
+    "lr": 3e-3,
+    "head_lr": 3e-2,
+    "embed_batch_size": 16,
+}
+
+
+def learnable_batch(
+    *, prompts: int, annotators: int = 1, seed: int = 0, name: str = ""
+) -> PromptBatch:
+    """Prompts with K=3 completions where "good" beats "okay" beats "bad", ranked by humans."""
+    rng = random.Random(seed)
+    batch = BatchFactory(k_min=2, k_max=9, **({"name": name} if name else {}))
+    people = [UserFactory() for _ in range(annotators)]
+    for i in range(prompts):
+        prompt = Prompt.objects.create(
+            batch=batch,
+            text=f"question {seed}-{i}?",
+            external_id=f"q{seed}-{i}",
+            messages=[{"role": "user", "content": f"question {seed}-{i}?"}],
+        )
+        words = ["good", "okay", "bad"]
+        order = list(range(3))
+        rng.shuffle(order)
+        completions = [
+            Completion.objects.create(
+                prompt=prompt,
+                position=position,
+                text=" ".join([*rng.choices(["so", "well", "hmm"], k=rng.randint(0, 2)), words[j]]),
+            )
+            for position, j in enumerate(order)
+        ]
+        best_first = sorted(completions, key=lambda c: words.index(c.text.split()[-1]))
+        for person in people:
+            ranking_submit(prompt=prompt, groups=[c.pk for c in best_first], annotator=person)
+    return batch
