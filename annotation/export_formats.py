@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 FLUSH_BYTES = 256 * 1024
-PARQUET_ROW_GROUP = 20_000
+# Rows per Parquet row group: the rows of one group are held as Python objects and then as
+# Arrow arrays while it is written. Measured on 1,000,000 preference pairs: 5,000 rows add ~50 MB
+# to the writer's peak memory and 20,000 ~95 MB, for a file 15% smaller.
+PARQUET_ROW_GROUP = 5_000
 
 CONTENT_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",

@@ -12,7 +12,12 @@ from typing import Any, ClassVar
 from django.contrib.auth.models import User
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
@@ -36,6 +41,7 @@ from annotation.exports import (
     Ties,
     export_content_type,
     export_stream,
+    exports_available,
 )
 from annotation.models import DatasetSnapshot, Ranking
 from annotation.pseudonyms import pseudonym_map
@@ -110,6 +116,7 @@ class _ListApi(APIView):
         return paginator.get_paginated_response(data)
 
 
+@extend_schema_field({"type": "string", "nullable": True, "example": "ann-3f9c2a71b0de"})
 class _PseudonymField(serializers.Field):
     """The annotator as their pseudonym; the page's pseudonyms come in the context."""
 
@@ -128,6 +135,9 @@ class BatchListApi(_ListApi):
     filter_serializer = BatchFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Batch"  # the schema's component name; every API's is "Output"
+
         id = serializers.IntegerField()
         name = serializers.CharField()
         status = serializers.CharField()
@@ -152,6 +162,9 @@ class PromptListApi(_ListApi):
     filter_serializer = PromptFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Prompt"  # the schema's component name; every API's is "Output"
+
         class CompletionSerializer(serializers.Serializer):
             id = serializers.IntegerField()
             position = serializers.IntegerField()
@@ -182,6 +195,9 @@ class RankingListApi(_ListApi):
     filter_serializer = RankingFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Ranking"  # the schema's component name; every API's is "Output"
+
         id = serializers.IntegerField()
         prompt_id = serializers.IntegerField()
         batch = serializers.CharField(source="prompt.batch.name")
@@ -215,6 +231,9 @@ class ComparisonListApi(_ListApi):
     filter_serializer = RankingFilterSerializer
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Comparison"  # the schema's component name; every API's is "Output"
+
         id = serializers.IntegerField()
         ranking_id = serializers.IntegerField()
         prompt_id = serializers.IntegerField()
@@ -296,7 +315,9 @@ class ExportApi(APIView):
         description="Stream an export: rankings (lossless, import_batch's JSONL shape), "
         "comparisons (one line per stored pair) or preference (prompt/chosen/rejected).",
     )
-    def get(self, request: Request, kind: str, fmt: str) -> StreamingHttpResponse:
+    def get(self, request: Request, kind: str, fmt: str) -> StreamingHttpResponse | Response:
+        if not exports_available():
+            return _needs_postgres()
         if kind not in {k.value for k in Kind} or fmt not in {f.value for f in Format}:
             raise Http404(f"no export {kind}.{fmt}: kinds {list(Kind)}, formats {list(Format)}")
         query = parse_query(request, ExportQuerySerializer, extra=set())
@@ -308,6 +329,13 @@ class ExportApi(APIView):
         suffix = f".{options.split}" if options.split else ""
         response["Content-Disposition"] = f'attachment; filename="{name}{suffix}.{fmt}"'
         return response
+
+
+def _needs_postgres() -> Response:
+    return Response(
+        {"detail": "exports and snapshots need PostgreSQL: set DATABASE_URL=postgres://..."},
+        status=status.HTTP_501_NOT_IMPLEMENTED,
+    )
 
 
 def _export_options(kind: Kind, format: Format, query: dict[str, Any]) -> ExportOptions:
@@ -401,6 +429,9 @@ class SnapshotCreateApi(APIView):
     permission_classes = [IsResearcher]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SnapshotCreate"
+
         name = serializers.CharField(required=False, default="", allow_blank=True)
         batch = serializers.ListField(child=serializers.CharField(), required=False)
         created_after = serializers.DateTimeField(required=False, input_formats=_DATE_FORMATS)
@@ -413,6 +444,8 @@ class SnapshotCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: SnapshotOutputSerializer})
     def post(self, request: Request) -> Response:
+        if not exports_available():
+            return _needs_postgres()
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)

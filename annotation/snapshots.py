@@ -22,6 +22,7 @@ import orjson
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
+from annotation.export_queries import ranking_where_sql
 from annotation.exports import (
     ExportOptions,
     Format,
@@ -33,7 +34,6 @@ from annotation.exports import (
     Ties,
     export_stream,
     ranking_lines,
-    ranking_where_sql,
 )
 from annotation.models import DatasetSnapshot
 from annotation.pseudonyms import key_fingerprint

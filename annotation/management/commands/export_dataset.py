@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 from tqdm import tqdm
 
 from annotation.exports import (
@@ -27,6 +26,7 @@ from annotation.exports import (
     Style,
     Ties,
     export_stream,
+    exports_available,
 )
 from annotation.models import DatasetSnapshot
 from annotation.snapshots import snapshot_create, snapshot_export_options, snapshot_get
@@ -84,7 +84,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
+        if not exports_available():
             raise CommandError("exports need PostgreSQL: set DATABASE_URL=postgres://...")
         kind, format = Kind(options["kind"]), Format(options["format"])
         output: Path = options["output"]
