@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.data import Ranking, load_rankings, split_by_prompt  # noqa: E402
-from rewards.evaluate import evaluate_scores  # noqa: E402
-from rewards.train import TrainConfig, fit_reward_model  # noqa: E402
+from rewards.data import Ranking, load_rankings, split_by_prompt
+from rewards.evaluate import evaluate_scores
+from rewards.train import TrainConfig, fit_reward_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["hh_rlhf_helpful_base_test.jsonl", "hh_rlhf_harmless_base_test.jsonl"]
@@ -84,15 +84,19 @@ def bow_baseline(train: list[Ranking], test: list[Ranking], seed: int) -> dict:
 
 
 def parse_run(spec: str) -> tuple[str, int]:
-    """"head", "full", "top-n:2" -> (mode, top_n)."""
+    """ "head", "full", "top-n:2" -> (mode, top_n)."""
     mode, _, n = spec.partition(":")
     return mode, int(n) if n else 2
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA)
-    parser.add_argument("--runs", nargs="*", default=["default"], help="head, top-n:N, full, default")
+    parser.add_argument(
+        "--runs", nargs="*", default=["default"], help="head, top-n:N, full, default"
+    )
     parser.add_argument("--base", default=None, help="override the base of every run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None)
@@ -124,7 +128,11 @@ def main() -> None:
         started = time.perf_counter()
         report("longer completion wins", length_baseline(test), time.perf_counter() - started)
         started = time.perf_counter()
-        report("bag-of-words logistic regression", bow_baseline(train, test, args.seed), time.perf_counter() - started)
+        report(
+            "bag-of-words logistic regression",
+            bow_baseline(train, test, args.seed),
+            time.perf_counter() - started,
+        )
 
     for spec in args.runs:
         config = TrainConfig(seed=args.seed, cache_dir=args.cache_dir)
@@ -140,9 +148,13 @@ def main() -> None:
         }
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         started = time.perf_counter()
-        name = f"{config.base} {config.mode}" + (f" N={config.top_n}" if config.mode == "top-n" else "")
+        name = f"{config.base} {config.mode}" + (
+            f" N={config.top_n}" if config.mode == "top-n" else ""
+        )
         out = args.out_dir / name.replace(" ", "-").replace("=", "") if args.out_dir else None
-        model, metrics = fit_reward_model(config, train, out_dir=out)  # validation carved from train
+        model, metrics = fit_reward_model(
+            config, train, out_dir=out
+        )  # validation carved from train
         seconds = time.perf_counter() - started
         scores = [model.score(r.messages, r.completions, normalize=False) for r in test]
         report(

@@ -1,6 +1,7 @@
 """Command line: train, evaluate and query reward models.
 
-    python -m rewards train --data FILE.jsonl --base tiny|minilm|PATH --out DIR [--mode head|top-n|full]
+    python -m rewards train --data FILE.jsonl --base tiny|minilm|PATH --out DIR \
+        [--mode head|top-n|full] [--epochs N] [--lr LR] ...  (every TrainConfig field)
     python -m rewards eval --model DIR --data FILE.jsonl      # prints the metrics as JSON
     python -m rewards score --model DIR --prompt TEXT --completion TEXT [--completion TEXT ...]
 
@@ -35,8 +36,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rewards", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rewards",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a reward model on a JSONL file")

@@ -65,7 +65,11 @@ def save_reward_model(
     save_file(state, str(out / WEIGHTS), metadata={"format": FORMAT})
     model.backbone.config.save_pretrained(out / "backbone")
     model.tokenizer.save_pretrained(out / "tokenizer")
-    files = [out / WEIGHTS, *sorted((out / "backbone").rglob("*")), *sorted((out / "tokenizer").rglob("*"))]
+    files = [
+        out / WEIGHTS,
+        *sorted((out / "backbone").rglob("*")),
+        *sorted((out / "tokenizer").rglob("*")),
+    ]
     meta = {
         "format": FORMAT,
         "base": model.base,

@@ -37,7 +37,9 @@ class FeatureCache:
 
     def __init__(self, cache_dir: str | Path | None, fingerprint: str, stage: str) -> None:
         self.fingerprint, self.stage = fingerprint, stage
-        self.path = Path(cache_dir) / f"{fingerprint[:16]}-{stage}.safetensors" if cache_dir else None
+        self.path = (
+            Path(cache_dir) / f"{fingerprint[:16]}-{stage}.safetensors" if cache_dir else None
+        )
         self.store: dict[str, torch.Tensor] = {}
         if self.path and self.path.exists():
             self.store = load_file(self.path)
@@ -51,7 +53,9 @@ class FeatureCache:
     ) -> list[torch.Tensor]:
         """One tensor per sequence; only sequences missing from the cache go to `compute`."""
         keys = [content_key(self.fingerprint, self.stage, s) for s in sequences]
-        missing = sorted({k: s for k, s in zip(keys, sequences, strict=True) if k not in self.store}.items())
+        missing = sorted(
+            {k: s for k, s in zip(keys, sequences, strict=True) if k not in self.store}.items()
+        )
         # longest first so batches pad little and the slowest work is visible early
         missing.sort(key=lambda item: -len(item[1]))
         starts = range(0, len(missing), batch_size)

@@ -65,14 +65,16 @@ _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
 def parse_hh_prompt(text: str) -> Messages:
-    """"\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant:" -> chat messages."""
+    """ "\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant:" -> chat messages."""
     parts = _HH_TURN.split(text)
     messages = []
     # parts = [before, role, content, role, content, ...]
     for role, content in zip(parts[1::2], parts[2::2], strict=True):
         content = content.strip()
         if content or role == "Human":
-            messages.append({"role": "user" if role == "Human" else "assistant", "content": content})
+            messages.append(
+                {"role": "user" if role == "Human" else "assistant", "content": content}
+            )
     if not messages:  # not in HH form: the whole text is the user's turn
         messages = [{"role": "user", "content": text.strip()}]
     return messages
@@ -96,9 +98,7 @@ def ranking_from_record(record: dict[str, Any], line: int = 0) -> Ranking:
         if order is None:
             raise ValueError(f"line {line}: a ranking needs 'ranking' or 'groups'")
         groups = _groups(order)
-        messages = record.get("messages") or [
-            {"role": "user", "content": record.get("prompt", "")}
-        ]
+        messages = record.get("messages") or [{"role": "user", "content": record.get("prompt", "")}]
     flat = [i for g in groups for i in g]
     if len(set(flat)) != len(flat) or any(not 0 <= i < len(completions) for i in flat):
         raise ValueError(f"line {line}: ranking {groups} does not index {len(completions)} items")

@@ -50,9 +50,7 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
                 concordant += 1
             else:
                 discordant += 1
-    denominator = math.sqrt(
-        (concordant + discordant + ties_x) * (concordant + discordant + ties_y)
-    )
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
     return (concordant - discordant) / denominator if denominator else float("nan")
 
 

@@ -141,13 +141,16 @@ class Scorer:
     @torch.no_grad()
     def scores(self, items: Sequence[torch.Tensor], batch_size: int = 64) -> torch.Tensor:
         self.model.eval()
-        out = [self(items[i : i + batch_size]).float().cpu() for i in range(0, len(items), batch_size)]
+        out = [
+            self(items[i : i + batch_size]).float().cpu() for i in range(0, len(items), batch_size)
+        ]
         return torch.cat(out) if out else torch.zeros(0)
 
 
 def _param_groups(model: RewardModel, config: TrainConfig) -> list[dict[str, Any]]:
     """Head at head_lr; backbone at lr, without weight decay on biases and norm weights."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.backbone.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -249,7 +252,9 @@ def fit_reward_model(
     for epoch in range(config.epochs):
         model.train()
         order = torch.randperm(len(train), generator=generator).tolist()
-        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        batches = [
+            order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)
+        ]
         for b, batch in enumerate(batches):
             rankings = [train[i] for i in batch]
             k_max = max(len(r.completions) for r in rankings)
@@ -270,7 +275,9 @@ def fit_reward_model(
             if (b + 1) % config.grad_accum and b + 1 < len(batches):
                 continue
             for group, lr in zip(optimizer.param_groups, peak, strict=True):
-                group["lr"] = lr * cosine_with_warmup(step, total_steps, warmup, config.min_lr_ratio)
+                group["lr"] = lr * cosine_with_warmup(
+                    step, total_steps, warmup, config.min_lr_ratio
+                )
             torch.nn.utils.clip_grad_norm_(
                 [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm
             )
@@ -321,6 +328,10 @@ def fit_reward_model(
     }
     if out_dir:
         save_reward_model(
-            model.cpu(), out_dir, config=asdict(config), metrics=metrics, data_sha256=data_hash(train)
+            model.cpu(),
+            out_dir,
+            config=asdict(config),
+            metrics=metrics,
+            data_sha256=data_hash(train),
         )
     return model.to(device), metrics

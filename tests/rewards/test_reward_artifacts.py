@@ -3,17 +3,17 @@ import pickle
 
 import pytest
 import torch
+from reward_factories import separable_rankings
 
 from rewards.artifacts import ArtifactError, load_reward_model, sha256_file
 from rewards.train import TrainConfig, fit_reward_model
-from reward_factories import separable_rankings
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("rm")
     config = TrainConfig(base="tiny", mode="full", max_length=48, epochs=2, lr=3e-3, head_lr=3e-2)
-    model, metrics = fit_reward_model(config, separable_rankings(16), separable_rankings(4, 7), out)
+    model, _ = fit_reward_model(config, separable_rankings(16), separable_rankings(4, 7), out)
     return model, out
 
 
@@ -22,7 +22,9 @@ def test_saved_model_scores_identically_after_loading(saved):
     loaded = load_reward_model(out)
     completions = ["good", "uh okay", "so so bad"]
     assert loaded.score("question 3?", completions) == model.score("question 3?", completions)
-    assert loaded.score("q", completions, normalize=False) == model.score("q", completions, normalize=False)
+    assert loaded.score("q", completions, normalize=False) == model.score(
+        "q", completions, normalize=False
+    )
 
 
 def test_meta_describes_the_model(saved):
@@ -31,7 +33,10 @@ def test_meta_describes_the_model(saved):
     assert meta["base"] == "tiny"
     assert meta["config"]["mode"] == "full"
     assert len(meta["data_sha256"]) == 64
-    assert meta["normalisation"] == {"mean": model.normalisation.mean, "std": model.normalisation.std}
+    assert meta["normalisation"] == {
+        "mean": model.normalisation.mean,
+        "std": model.normalisation.std,
+    }
     assert {"torch", "transformers", "safetensors"} <= meta["versions"].keys()
     assert meta["metrics"]["val"]["pairs"] == 12
     assert meta["sha256"]["model.safetensors"] == sha256_file(out / "model.safetensors")

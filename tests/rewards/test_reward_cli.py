@@ -28,24 +28,56 @@ def test_train_eval_score_round_trip(rankings_jsonl, tmp_path):
     out = tmp_path / "model"
     # when: train on rankings in the export format (completion objects, groups)
     trained = run(
-        "train", "--data", str(rankings_jsonl), "--base", "tiny", "--out", str(out),
-        "--mode", "full", "--epochs", "12", "--lr", "0.003", "--head-lr", "0.03",
-        "--max-length", "48", "--val-fraction", "0.25",
+        "train",
+        "--data",
+        str(rankings_jsonl),
+        "--base",
+        "tiny",
+        "--out",
+        str(out),
+        "--mode",
+        "full",
+        "--epochs",
+        "12",
+        "--lr",
+        "0.003",
+        "--head-lr",
+        "0.03",
+        "--max-length",
+        "48",
+        "--val-fraction",
+        "0.25",
     )
     # then
-    assert (out / "model.safetensors").is_file() and (out / "meta.json").is_file()
+    assert (out / "model.safetensors").is_file()
+    assert (out / "meta.json").is_file()
     assert trained["train"]["accuracy"] == 1.0
     # eval on held-out pairs in the prompt/chosen/rejected format
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": f"\n\nHuman: {r.messages[0]['content']}\n\nAssistant:",
-         "chosen": r.completions[r.groups[0][0]], "rejected": r.completions[r.groups[-1][0]]}
-        for r in separable_rankings(6, seed=11)
-    ])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "prompt": f"\n\nHuman: {r.messages[0]['content']}\n\nAssistant:",
+                "chosen": r.completions[r.groups[0][0]],
+                "rejected": r.completions[r.groups[-1][0]],
+            }
+            for r in separable_rankings(6, seed=11)
+        ],
+    )
     metrics = run("eval", "--model", str(out), "--data", str(pairs))
     assert metrics["pairs"] == 6
     assert metrics["accuracy"] == 1.0
     assert {"mean_margin", "ece", "kendall_tau"} <= metrics.keys()
-    scores = run("score", "--model", str(out), "--prompt", "question 2?",
-                 "--completion", "well good", "--completion", "hmm bad")
+    scores = run(
+        "score",
+        "--model",
+        str(out),
+        "--prompt",
+        "question 2?",
+        "--completion",
+        "well good",
+        "--completion",
+        "hmm bad",
+    )
     assert len(scores) == 2
     assert scores[0] > scores[1]

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from reward_factories import SHARED_DATA, separable_rankings
 
 from rewards.data import (
     load_rankings,
@@ -10,11 +11,12 @@ from rewards.data import (
     split_by_prompt,
 )
 
-from reward_factories import SHARED_DATA, separable_rankings
-
 
 def test_hh_prompt_becomes_chat_messages():
-    text = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell a joke\n\nAssistant:"
+    text = (
+        "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?"
+        "\n\nHuman: Tell a joke\n\nAssistant:"
+    )
     assert parse_hh_prompt(text) == [
         {"role": "user", "content": "Hi there"},
         {"role": "assistant", "content": "Hello! How can I help?"},
@@ -23,14 +25,18 @@ def test_hh_prompt_becomes_chat_messages():
 
 
 def test_pairs_record_is_a_k2_ranking():
-    r = ranking_from_record({"prompt": "\n\nHuman: q\n\nAssistant:", "chosen": "a", "rejected": "b"})
+    r = ranking_from_record(
+        {"prompt": "\n\nHuman: q\n\nAssistant:", "chosen": "a", "rejected": "b"}
+    )
     assert r.completions == ["a", "b"]
     assert r.groups == [[0], [1]]
     assert r.messages == [{"role": "user", "content": "q"}]
 
 
 def test_flat_ranking_groups_alias_and_completion_objects():
-    flat = ranking_from_record({"prompt": "p", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]})
+    flat = ranking_from_record(
+        {"prompt": "p", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}
+    )
     grouped = ranking_from_record(
         {"prompt": "p", "completions": [{"text": "a"}, "b", {"text": "c"}], "groups": [[2], [0, 1]]}
     )
@@ -41,8 +47,19 @@ def test_flat_ranking_groups_alias_and_completion_objects():
 
 
 def test_messages_take_precedence_over_prompt_text():
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
-    r = ranking_from_record({"prompt": "User: a ...", "messages": messages, "completions": ["x", "y"], "ranking": [1, 0]})
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    r = ranking_from_record(
+        {
+            "prompt": "User: a ...",
+            "messages": messages,
+            "completions": ["x", "y"],
+            "ranking": [1, 0],
+        }
+    )
     assert r.messages == messages
 
 
@@ -52,7 +69,10 @@ def test_ranking_that_does_not_index_its_completions_is_refused():
 
 
 def test_single_group_rankings_are_dropped():
-    assert rankings_from_records([{"prompt": "p", "completions": ["a", "b"], "groups": [[0, 1]]}]) == []
+    assert (
+        rankings_from_records([{"prompt": "p", "completions": ["a", "b"], "groups": [[0, 1]]}])
+        == []
+    )
 
 
 def test_split_by_prompt_keeps_a_conversation_on_one_side():
@@ -65,7 +85,9 @@ def test_split_by_prompt_keeps_a_conversation_on_one_side():
 
 def test_load_rankings_reads_jsonl(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"prompt": "p", "completions": ["a", "b"], "ranking": [1, 0]}) + "\n\n")
+    path.write_text(
+        json.dumps({"prompt": "p", "completions": ["a", "b"], "ranking": [1, 0]}) + "\n\n"
+    )
     assert [r.groups for r in load_rankings(path)] == [[[1], [0]]]
 
 

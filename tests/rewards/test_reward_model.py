@@ -2,7 +2,13 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig
 
-from rewards.model import RewardModel, build_reward_model, encode_completion, pad_batch, tiny_tokenizer
+from rewards.model import (
+    RewardModel,
+    build_reward_model,
+    encode_completion,
+    pad_batch,
+    tiny_tokenizer,
+)
 
 
 def test_left_truncation_keeps_the_completion_and_the_latest_turn():
@@ -22,7 +28,9 @@ def test_left_truncation_keeps_the_completion_and_the_latest_turn():
 
 def test_long_completion_keeps_its_beginning_and_some_context():
     tokenizer = tiny_tokenizer()
-    ids = encode_completion(tokenizer, [{"role": "user", "content": "why?"}], "start" + "x" * 500, 40)
+    ids = encode_completion(
+        tokenizer, [{"role": "user", "content": "why?"}], "start" + "x" * 500, 40
+    )
     text = tokenizer.decode(ids).replace(" ", "")
     assert len(ids) == 40
     assert "why?<|end|><|assistant|>start" in text
@@ -38,17 +46,27 @@ def test_decoder_reads_the_last_real_token_whatever_the_padding():
 
 def tiny_bert() -> RewardModel:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tiny_tokenizer()), hidden_size=32, num_hidden_layers=3,
-                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tiny_tokenizer()),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return RewardModel(AutoModel.from_config(config), tiny_tokenizer(), base="tiny-bert")
 
 
-@pytest.mark.parametrize("make", [lambda: build_reward_model("tiny"), tiny_bert], ids=["decoder", "encoder"])
+@pytest.mark.parametrize(
+    "make", [lambda: build_reward_model("tiny"), tiny_bert], ids=["decoder", "encoder"]
+)
 @pytest.mark.parametrize("n", [1, 2])
 def test_top_n_from_cached_hidden_states_equals_the_full_forward(make, n):
     model = make().eval()
     assert model.pooling == ("mean" if model.base == "tiny-bert" else "last")
-    ids, mask = pad_batch([model.encode([{"role": "user", "content": "hi"}], c) for c in ["a", "bcd"]], model.pad_id)
+    ids, mask = pad_batch(
+        [model.encode([{"role": "user", "content": "hi"}], c) for c in ["a", "bcd"]], model.pad_id
+    )
     with torch.no_grad():
         full = model(ids, mask)
         split = model.forward_from_hidden(model.hidden_below(ids, mask, n), mask, n)
@@ -73,7 +91,8 @@ def test_minilm_from_the_installed_package_is_a_mean_pooled_encoder():
     ids = model.encode([{"role": "user", "content": "question " * 50}], "an answer")
     assert model.pooling == "mean"
     assert len(ids) == 32
-    assert ids[0] == model.tokenizer.cls_token_id and ids[-1] == model.tokenizer.sep_token_id
+    assert ids[0] == model.tokenizer.cls_token_id
+    assert ids[-1] == model.tokenizer.sep_token_id
     assert model.tokenizer.decode(ids[-3:-1]) == "an answer"
     scores = model.score("hi", ["a", "b"])
     assert len(scores) == 2
