@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.data import Ranking, load_rankings, split_by_prompt  # noqa: E402
-from rewards.evaluate import evaluate_scores  # noqa: E402
-from rewards.train import TrainConfig, fit_reward_model  # noqa: E402
+from rewards.data import Ranking, load_rankings, split_by_prompt
+from rewards.evaluate import evaluate_scores
+from rewards.train import TrainConfig, fit_reward_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["hh_rlhf_helpful_base_test.jsonl", "hh_rlhf_harmless_base_test.jsonl"]
@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--cache-dir", default="/tmp/rankloop-reward-cache")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument(
+        "--baseline-seeds", type=int, default=0, help="only the baselines, on this many splits"
+    )
     parser.add_argument("--out-dir", type=Path, help="save each run's model and metrics.jsonl here")
     parser.add_argument("--json", type=Path, help="append results here, one JSON object a line")
     args = parser.parse_args()
@@ -113,6 +116,14 @@ def main() -> None:
     if missing:
         sys.exit(f"data missing under {args.data_dir}: {missing}")
     rankings = [r for f in FILES for r in load_rankings(args.data_dir / f)]
+    if args.baseline_seeds:
+        # how much the baselines move with the split: 464 held-out pairs is a small sample
+        for seed in range(args.baseline_seeds):
+            train, test = split_by_prompt(rankings, 0.1, seed)
+            length, bow = length_baseline(test), bow_baseline(train, test, seed)
+            print(f"seed {seed}: longer wins {length['accuracy']:.3f}, ", end="")
+            print(f"bag of words {bow['accuracy']:.3f}", flush=True)
+        return
     train, test = split_by_prompt(rankings, 0.1, args.seed)
     print(f"{len(rankings)} pairs: {len(train)} train, {len(test)} held-out (split by prompt)")
     results = []

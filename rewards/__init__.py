@@ -2,7 +2,8 @@
 notebook run the same code.
 
     from rewards import TrainConfig, load_rankings, train_reward_model, load_reward_model
-    metrics = train_reward_model(TrainConfig(base="minilm"), load_rankings("pairs.jsonl"), out_dir="rm")
+    rankings = load_rankings("pairs.jsonl")
+    metrics = train_reward_model(TrainConfig(base="minilm"), rankings, out_dir="rm")
     load_reward_model("rm").score("prompt", ["completion a", "completion b"])  # -> [float, float]
 """
 

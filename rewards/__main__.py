@@ -1,6 +1,7 @@
 """Command line: train, evaluate and query reward models.
 
-    python -m rewards train --data FILE.jsonl --base tiny|minilm|PATH --out DIR [--mode head|top-n|full]
+    python -m rewards train --data FILE.jsonl --base tiny|minilm|PATH --out DIR \
+        [--mode head|top-n|full] [--epochs N] [--lr LR] ...  (every TrainConfig field)
     python -m rewards eval --model DIR --data FILE.jsonl      # prints the metrics as JSON
     python -m rewards score --model DIR --prompt TEXT --completion TEXT [--completion TEXT ...]
 

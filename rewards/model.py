@@ -108,9 +108,9 @@ def load_base(base: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedToke
     transformers; needs the `gguf` package). Nothing is ever downloaded.
     """
     if base == TINY:
-        tokenizer = tiny_tokenizer()
+        tiny = tiny_tokenizer()
         torch.manual_seed(seed)  # the random backbone is part of what a seed reproduces
-        return AutoModel.from_config(tiny_config(len(tokenizer))), tokenizer
+        return AutoModel.from_config(tiny_config(len(tiny))), tiny
     path = minilm_path() if base == MINILM else Path(base)
     if path.is_file() and path.suffix == ".gguf":
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -166,7 +166,8 @@ def encode_completion(
         full = tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": completion}], tokenize=False
         )
-        assert isinstance(prefix, str) and isinstance(full, str)
+        assert isinstance(prefix, str)
+        assert isinstance(full, str)
         suffix = full[len(prefix) :] if full.startswith(prefix) else completion
     else:
         prefix, suffix = render_plain(messages), completion
@@ -204,7 +205,7 @@ class _PassEmbeddings(nn.Module):
         return inputs_embeds
 
 
-def _layer_list(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
+def _layer_list(backbone: PreTrainedModel) -> tuple[str, nn.ModuleList]:
     """The backbone's stack of transformer blocks (encoder.layer for BERT, layers for Llama)."""
     n_layers = backbone.config.num_hidden_layers
     for name, module in backbone.named_modules():
@@ -260,7 +261,7 @@ class RewardModel(nn.Module):
 
     @property
     def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)  # type: ignore[arg-type]
+        return int(self.tokenizer.pad_token_id)
 
     def encode(self, messages: Messages, completion: str) -> list[int]:
         return encode_completion(self.tokenizer, messages, completion, self.max_length)
@@ -308,7 +309,7 @@ class RewardModel(nn.Module):
                 node._modules[part] = child
                 node = child
             node._modules[path[-1]] = nn.ModuleList(list(layers)[self.num_layers - n :])
-            for child_name, child in originals.items():
+            for child_name in originals:
                 if "embed" in child_name and child_name != path[0]:
                     shell._modules[child_name] = _PassEmbeddings()
             if not is_encoder(self.backbone.config) and hasattr(shell, "wpe"):

@@ -149,7 +149,8 @@ class Scorer:
 
 def _param_groups(model: RewardModel, config: TrainConfig) -> list[dict[str, Any]]:
     """Head at head_lr; backbone at lr, without weight decay on biases and norm weights."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.backbone.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

@@ -20,7 +20,7 @@ def separable_rankings(n: int = 24, seed: int = 0) -> list[Ranking]:
     for i in range(n):
         words = ["good", "okay", "bad"]
         filler = ["so", "well", "hmm", "uh"]
-        texts = [" ".join(rng.choices(filler, k=rng.randint(0, 3)) + [w]) for w in words]
+        texts = [" ".join([*rng.choices(filler, k=rng.randint(0, 3)), w]) for w in words]
         order = [0, 1, 2]
         rng.shuffle(order)  # completions listed in random order, ranking says which is which
         completions = [texts[j] for j in order]

@@ -3,17 +3,17 @@ import pickle
 
 import pytest
 import torch
+from reward_factories import separable_rankings
 
 from rewards.artifacts import ArtifactError, load_reward_model, sha256_file
 from rewards.train import TrainConfig, fit_reward_model
-from reward_factories import separable_rankings
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("rm")
     config = TrainConfig(base="tiny", mode="full", max_length=48, epochs=2, lr=3e-3, head_lr=3e-2)
-    model, metrics = fit_reward_model(config, separable_rankings(16), separable_rankings(4, 7), out)
+    model, _ = fit_reward_model(config, separable_rankings(16), separable_rankings(4, 7), out)
     return model, out
 
 

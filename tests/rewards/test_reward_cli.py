@@ -49,7 +49,8 @@ def test_train_eval_score_round_trip(rankings_jsonl, tmp_path):
         "0.25",
     )
     # then
-    assert (out / "model.safetensors").is_file() and (out / "meta.json").is_file()
+    assert (out / "model.safetensors").is_file()
+    assert (out / "meta.json").is_file()
     assert trained["train"]["accuracy"] == 1.0
     # eval on held-out pairs in the prompt/chosen/rejected format
     pairs = write_jsonl(

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from reward_factories import SHARED_DATA, separable_rankings
 
 from rewards.data import (
     load_rankings,
@@ -10,11 +11,12 @@ from rewards.data import (
     split_by_prompt,
 )
 
-from reward_factories import SHARED_DATA, separable_rankings
-
 
 def test_hh_prompt_becomes_chat_messages():
-    text = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell a joke\n\nAssistant:"
+    text = (
+        "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?"
+        "\n\nHuman: Tell a joke\n\nAssistant:"
+    )
     assert parse_hh_prompt(text) == [
         {"role": "user", "content": "Hi there"},
         {"role": "assistant", "content": "Hello! How can I help?"},

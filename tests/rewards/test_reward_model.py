@@ -91,7 +91,8 @@ def test_minilm_from_the_installed_package_is_a_mean_pooled_encoder():
     ids = model.encode([{"role": "user", "content": "question " * 50}], "an answer")
     assert model.pooling == "mean"
     assert len(ids) == 32
-    assert ids[0] == model.tokenizer.cls_token_id and ids[-1] == model.tokenizer.sep_token_id
+    assert ids[0] == model.tokenizer.cls_token_id
+    assert ids[-1] == model.tokenizer.sep_token_id
     assert model.tokenizer.decode(ids[-3:-1]) == "an answer"
     scores = model.score("hi", ["a", "b"])
     assert len(scores) == 2

@@ -1,10 +1,11 @@
+import itertools
 import json
 
 import pytest
 import torch
+from reward_factories import separable_rankings
 
 from rewards.train import TrainConfig, cosine_with_warmup, fit_reward_model, train_reward_model
-from reward_factories import separable_rankings
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -79,4 +80,4 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert rates[0] == pytest.approx(0.1)
     assert max(rates) == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.1, abs=1e-3)
-    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
