@@ -36,11 +36,11 @@ def normalize_groups(raw: object) -> list[list[int]]:
     if not isinstance(raw, list) or not raw:
         raise InvalidRanking("the ranking must be a non-empty list")
     if all(_is_int(item) for item in raw):
-        return groups_from_order(raw)  # type: ignore[arg-type]
+        return groups_from_order(raw)
     groups: list[list[int]] = []
     for index, group in enumerate(raw):
         if _is_int(group):
-            groups.append([group])  # type: ignore[list-item]
+            groups.append([group])
             continue
         if not isinstance(group, list) or not group:
             raise InvalidRanking(f"group {index} must be a non-empty list of ids, got {group!r}")

@@ -2,7 +2,7 @@
 (staff users) manage batches and see everything. A user's role is a Django group; staff users
 are admins whatever their groups. This module is the one place that decides a user's role."""
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.db import models, transaction
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -15,12 +15,12 @@ class Role(models.TextChoices):
     ADMIN = "admin"
 
 
-def user_role(user: AbstractBaseUser | AnonymousUser) -> Role | None:
+def user_role(user: User | AnonymousUser) -> Role | None:
     if not user.is_authenticated or not user.is_active:
         return None
-    if getattr(user, "is_staff", False):
+    if user.is_staff:
         return Role.ADMIN
-    names = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
+    names = set(user.groups.values_list("name", flat=True))
     for role in (Role.RESEARCHER, Role.ANNOTATOR):
         if role.value in names:
             return role
@@ -28,15 +28,15 @@ def user_role(user: AbstractBaseUser | AnonymousUser) -> Role | None:
 
 
 @transaction.atomic
-def user_set_role(*, user: AbstractBaseUser, role: Role) -> None:
+def user_set_role(*, user: User, role: Role) -> None:
     """Give `user` exactly one role. Admins are staff (they may use the Django admin)."""
-    user.groups.remove(*Group.objects.filter(name__in=Role.values))  # type: ignore[attr-defined]
-    user.is_staff = role == Role.ADMIN  # type: ignore[attr-defined]
-    user.is_superuser = role == Role.ADMIN  # type: ignore[attr-defined]
+    user.groups.remove(*Group.objects.filter(name__in=Role.values))
+    user.is_staff = role == Role.ADMIN
+    user.is_superuser = role == Role.ADMIN
     user.save()
     if role != Role.ADMIN:
         group, _ = Group.objects.get_or_create(name=role.value)
-        user.groups.add(group)  # type: ignore[attr-defined]
+        user.groups.add(group)
 
 
 class IsAnnotator(BasePermission):

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from annotation.models import Comparison, Completion, Prompt, PromptBatch, Ranking
@@ -24,7 +24,7 @@ def ranking_submit(
     *,
     prompt: Prompt,
     groups: object,
-    annotator: AbstractBaseUser | None = None,
+    annotator: User | None = None,
     external_id: str = "",
     not_rankable: bool = False,
     display_order: Sequence[int] | None = None,
@@ -121,7 +121,7 @@ def batch_create(
     priority: int = 0,
     guidelines: str = "",
     status: str = PromptBatch.Status.DRAFT,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> PromptBatch:
     batch = PromptBatch(
         name=name,

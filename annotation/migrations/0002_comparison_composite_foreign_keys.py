@@ -17,7 +17,7 @@ def add_foreign_keys(apps, schema_editor):
     for name, columns, target in FOREIGN_KEYS:
         schema_editor.execute(
             f"ALTER TABLE annotation_comparison ADD CONSTRAINT {name} "
-            f"FOREIGN KEY ({columns}) REFERENCES {target} ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED"
+            f"FOREIGN KEY ({columns}) REFERENCES {target} ON DELETE CASCADE"
         )
 
 

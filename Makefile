@@ -1,0 +1,36 @@
+# RankLoop's commands. `make run` sets up and serves on embedded defaults (SQLite, tasks
+# in-process); `make test` runs the test suite against PostgreSQL.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rankloop
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint bench
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# A CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+test: install
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/lint-imports
+
+bench: install
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python bench/import_shared.py

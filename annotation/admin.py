@@ -1,0 +1,87 @@
+"""Admin wiring: batches, prompts with their completions inline, rankings read-only with
+their comparisons. Rankings are evidence: the admin shows them and never edits them."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from annotation.models import Comparison, Completion, Prompt, PromptBatch, Ranking
+
+
+@admin.register(PromptBatch)
+class PromptBatchAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "status",
+        "priority",
+        "k_min",
+        "k_max",
+        "overlap",
+        "prompt_count",
+        "created_at",
+    ]
+    list_filter = ["status"]
+    list_editable = ["status", "priority"]
+    search_fields = ["name"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PromptBatch]:
+        return super().get_queryset(request).annotate(prompt_count=Count("prompts"))
+
+    @admin.display(description="prompts", ordering="prompt_count")
+    def prompt_count(self, batch: Any) -> int:
+        return int(batch.prompt_count)
+
+    def save_model(self, request: HttpRequest, obj: PromptBatch, form: Any, change: bool) -> None:
+        if not change and request.user.is_authenticated:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class CompletionInline(admin.TabularInline):
+    model = Completion
+    extra = 0
+    fields = ["position", "text", "source"]
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "batch", "short_text", "created_at"]
+    list_filter = ["batch"]
+    list_select_related = ["batch"]
+    search_fields = ["external_id", "text"]
+    inlines = [CompletionInline]
+
+    @admin.display(description="text")
+    def short_text(self, prompt: Prompt) -> str:
+        return prompt.text[:80]
+
+
+class ComparisonInline(admin.TabularInline):
+    model = Comparison
+    extra = 0
+    fields = ["winner", "loser", "rank_gap", "is_tie"]
+    readonly_fields = ["winner", "loser", "rank_gap", "is_tie"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Ranking)
+class RankingAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "prompt", "origin", "annotator", "k", "not_rankable", "created_at"]
+    list_filter = ["origin", "not_rankable", "prompt__batch"]
+    list_select_related = ["prompt", "annotator"]
+    inlines = [ComparisonInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in Ranking._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
