@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
@@ -54,7 +54,7 @@ def lease_duration() -> timedelta:
     return timedelta(minutes=settings.ANNOTATION_LEASE_MINUTES)
 
 
-def assignment_next(*, annotator: AbstractBaseUser) -> Assignment | None:
+def assignment_next(*, annotator: User) -> Assignment | None:
     """The annotator's active lease if they hold one, else a new lease on the next prompt in
     the queue, else None when no published batch has a prompt left for them.
 
@@ -91,7 +91,7 @@ _CONTENDED = _Contended()
 
 
 @transaction.atomic
-def _claim(*, annotator: AbstractBaseUser, now: datetime) -> Assignment | _Contended | None:
+def _claim(*, annotator: User, now: datetime) -> Assignment | _Contended | None:
     published = PromptBatch.objects.filter(status=PromptBatch.Status.PUBLISHED)
     levels: dict[int, list[int]] = {}
     for batch_id, priority in published.values_list("id", "priority"):
@@ -243,7 +243,7 @@ def _lock_open(assignment: Assignment) -> Assignment:
     return locked
 
 
-def _active_assignment(*, annotator: AbstractBaseUser, now: datetime) -> Assignment | None:
+def _active_assignment(*, annotator: User, now: datetime) -> Assignment | None:
     return (
         Assignment.objects.filter(
             annotator=annotator, status=Assignment.Status.ACTIVE, lease_expires_at__gt=now

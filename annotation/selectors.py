@@ -4,14 +4,14 @@ endpoint that touches an assignment fetches it through `assignment_get_for_annot
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from annotation.models import Assignment, Completion, Prompt, PromptBatch
 
 
-def assignment_get_for_annotator(*, user: AbstractBaseUser, assignment_id: int) -> Assignment:
+def assignment_get_for_annotator(*, user: User, assignment_id: int) -> Assignment:
     """The assignment if `user` holds it; Assignment.DoesNotExist otherwise, so that someone
     else's assignment looks exactly like a missing one (a 404, not a 403)."""
     return Assignment.objects.select_related("prompt__batch").get(
@@ -36,7 +36,7 @@ class Progress:
 
 
 def annotator_progress(
-    *, user: AbstractBaseUser, batch: PromptBatch, now: datetime | None = None
+    *, user: User, batch: PromptBatch, now: datetime | None = None
 ) -> Progress:
     """Rankings `user` submitted since midnight (in the site's time zone), and the prompts of
     `batch` that still want rankings and that `user` has not had yet."""

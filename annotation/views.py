@@ -4,7 +4,7 @@ its script (static/annotation/annotate.js) only reorders cards and talks to the 
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -43,14 +43,14 @@ def annotate_next_fragment(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/_workspace.html", context)
 
 
-def _workspace(user: AbstractBaseUser) -> dict[str, Any]:
+def _workspace(user: User) -> dict[str, Any]:
     assignment = assignment_next(annotator=user)
     if assignment is None:
         return {"assignment": None, "now": timezone.now()}
     return _assignment_context(user, assignment)
 
 
-def _assignment_context(user: AbstractBaseUser, assignment: Assignment) -> dict[str, Any]:
+def _assignment_context(user: User, assignment: Assignment) -> dict[str, Any]:
     prompt = assignment.prompt
     batch = prompt.batch
     messages = prompt.messages if isinstance(prompt.messages, list) else []
