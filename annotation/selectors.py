@@ -35,18 +35,23 @@ class Progress:
     left_in_batch: int
 
 
-def annotator_progress(
-    *, user: User, batch: PromptBatch, now: datetime | None = None
-) -> Progress:
-    """Rankings `user` submitted since midnight (in the site's time zone), and the prompts of
-    `batch` that still want rankings and that `user` has not had yet."""
+def annotator_done_today(*, user: User, now: datetime | None = None) -> int:
+    """Rankings `user` submitted since midnight, in the site's time zone."""
     midnight = timezone.localtime(now or timezone.now()).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
-    done_today = Assignment.objects.filter(
+    return Assignment.objects.filter(
         annotator=user, status=Assignment.Status.SUBMITTED, finished_at__gte=midnight
     ).count()
-    had = Assignment.objects.filter(prompt=OuterRef("pk"), annotator=user)
+
+
+def annotator_progress(*, user: User, batch: PromptBatch, now: datetime | None = None) -> Progress:
+    """Rankings `user` submitted today, and the prompts of `batch` that still want rankings
+    and that `user` has not finished (the one they hold now counts as left)."""
+    done_today = annotator_done_today(user=user, now=now)
+    had = Assignment.objects.filter(prompt=OuterRef("pk"), annotator=user).exclude(
+        status=Assignment.Status.ACTIVE
+    )
     left = (
         Prompt.objects.filter(batch=batch, human_ranking_count__lt=F("batch__overlap"))
         .exclude(Exists(had))

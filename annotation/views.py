@@ -13,7 +13,11 @@ from annotation.leases import assignment_next
 from annotation.models import Assignment
 from annotation.rendering import markdown_to_html
 from annotation.roles import Role, user_role
-from annotation.selectors import annotator_progress, assignment_completions
+from annotation.selectors import (
+    annotator_done_today,
+    annotator_progress,
+    assignment_completions,
+)
 
 FLAG_CHOICES = [
     ("unsafe", "Unsafe"),
@@ -46,7 +50,7 @@ def annotate_next_fragment(request: HttpRequest) -> HttpResponse:
 def _workspace(user: User) -> dict[str, Any]:
     assignment = assignment_next(annotator=user)
     if assignment is None:
-        return {"assignment": None, "now": timezone.now()}
+        return {"assignment": None, "done_today": annotator_done_today(user=user)}
     return _assignment_context(user, assignment)
 
 
