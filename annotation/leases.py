@@ -16,24 +16,24 @@ own short transaction before a claim, never inside one.
 """
 
 import random
+from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, OuterRef
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef, QuerySet, prefetch_related_objects
 from django.utils import timezone
 
-from annotation.models import Assignment, Completion, Prompt, PromptBatch, Ranking
+from annotation.models import Assignment, Prompt, PromptBatch, Ranking
 from annotation.services import RankingConflict, ranking_submit
 
 # A claim that loses every candidate it locks to a concurrent claimer tries again, this many
 # times, before reporting that nothing is left. Each retry sees the other claims committed.
 CLAIM_ATTEMPTS = 5
-# Candidates locked per scan. SKIP LOCKED already steps over rows others hold; a few spares
-# cover prompts whose last slot went to a transaction that committed after our snapshot.
-CLAIM_CANDIDATES = 3
 
 
 class AssignmentClosed(Exception):
@@ -62,11 +62,17 @@ def assignment_next(*, annotator: User) -> Assignment | None:
     rankings, then the oldest.
     """
     now = timezone.now()
-    current = _active_assignment(annotator=annotator, now=now)
+    current = (
+        Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ACTIVE)
+        .select_related("prompt__batch")
+        .first()
+    )
     if current is not None:
-        return current
-    # Also closes this annotator's own lapsed lease, which the partial unique index (one
-    # active assignment per annotator) requires before they get a new one.
+        if current.lease_expires_at > now:
+            return current
+        # Their lease lapsed: it must close before they get new work, since the partial unique
+        # index allows one active assignment per annotator.
+        _close_lapsed(Assignment.objects.filter(pk=current.pk), now=now)
     assignments_reap_expired(now=now)
     for _ in range(CLAIM_ATTEMPTS):
         try:
@@ -74,10 +80,11 @@ def assignment_next(*, annotator: User) -> Assignment | None:
         except IntegrityError:
             # The same annotator claimed in another tab a moment ago: one active lease per
             # annotator (a partial unique index) refused ours; hand them theirs.
-            current = _active_assignment(annotator=annotator, now=timezone.now())
-            if current is not None:
-                return current
-            continue
+            return (
+                Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ACTIVE)
+                .select_related("prompt__batch")
+                .first()
+            )
         if claimed is not _CONTENDED:
             return claimed  # type: ignore[return-value]
     return None
@@ -90,75 +97,185 @@ class _Contended:
 _CONTENDED = _Contended()
 
 
-@transaction.atomic
 def _claim(*, annotator: User, now: datetime) -> Assignment | _Contended | None:
     published = PromptBatch.objects.filter(status=PromptBatch.Status.PUBLISHED)
     levels: dict[int, list[int]] = {}
     for batch_id, priority in published.values_list("id", "priority"):
         levels.setdefault(priority, []).append(batch_id)
-    already_had = Assignment.objects.filter(prompt=OuterRef("pk"), annotator=annotator)
+    claim = _claim_in_one_statement if _has_skip_locked() else _claim_portable
     saw_candidates = False
     for priority in sorted(levels, reverse=True):
-        candidates = list(
-            Prompt.objects.filter(batch_id__in=levels[priority])
-            .alias(taken=F("human_ranking_count") + F("lease_count"))
-            .filter(taken__lt=F("batch__overlap"))
-            .exclude(Exists(already_had))
-            .order_by("human_ranking_count", "created_at", "id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", "batch__overlap")[:CLAIM_CANDIDATES]
-        )
-        saw_candidates = saw_candidates or bool(candidates)
-        for prompt_id, overlap in candidates:
-            # Re-checked on the newest row version: our snapshot may predate a claim that
-            # committed after it and took the last slot.
-            took_slot = (
-                Prompt.objects.filter(pk=prompt_id)
-                .filter(human_ranking_count__lt=overlap - F("lease_count"))
-                .update(lease_count=F("lease_count") + 1)
-            )
-            if not took_slot:
-                continue
-            display_order = list(
-                Completion.objects.filter(prompt_id=prompt_id).values_list("id", flat=True)
-            )
-            random.shuffle(display_order)
-            return Assignment.objects.create(
-                prompt=Prompt.objects.select_related("batch").get(pk=prompt_id),
-                annotator=annotator,
-                lease_expires_at=now + lease_duration(),
-                display_order=display_order,
-            )
+        saw, assignment = claim(annotator=annotator, batch_ids=levels[priority], now=now)
+        if assignment is not None:
+            return assignment
+        saw_candidates = saw_candidates or saw
     return _CONTENDED if saw_candidates else None
+
+
+def _has_skip_locked() -> bool:
+    return connection.features.has_select_for_update_skip_locked
+
+
+# The claim on PostgreSQL, as one statement: it is the hot path of the annotation loop, and one
+# round trip instead of seven (begin, find, lock, count, read, insert, commit) is most of its
+# cost. Each CTE does one step of `_claim_portable`, which reads the same in the ORM:
+#   candidate  the first prompt in queue order that has a free slot and that this annotator
+#              never had, locked; SKIP LOCKED steps over rows other claims hold;
+#   slot       takes the slot, re-checked on the newest row version (our snapshot may predate
+#              a claim that committed after it and took the last slot);
+#   leased     the assignment, its completions shuffled by the database.
+# The INSERT names every column: a field added to Assignment must be added here too (the
+# concurrency tests run this path).
+_OPEN_TO_ANNOTATOR = """
+    FROM annotation_prompt p
+    JOIN annotation_promptbatch b ON b.id = p.batch_id
+    WHERE p.batch_id = ANY(%(batch_ids)s)
+      AND p.human_ranking_count + p.lease_count < b.overlap
+      AND NOT EXISTS (
+          SELECT 1 FROM annotation_assignment a
+          WHERE a.prompt_id = p.id AND a.annotator_id = %(annotator)s
+      )
+"""
+_CLAIM_SQL = f"""
+WITH candidate AS (
+    SELECT p.id
+    {_OPEN_TO_ANNOTATOR}
+    ORDER BY p.human_ranking_count, p.created_at, p.id
+    LIMIT 1
+    FOR UPDATE OF p SKIP LOCKED
+), slot AS (
+    UPDATE annotation_prompt p
+    SET lease_count = p.lease_count + 1
+    FROM candidate, annotation_promptbatch b
+    WHERE p.id = candidate.id
+      AND b.id = p.batch_id
+      AND p.human_ranking_count + p.lease_count < b.overlap
+    RETURNING p.id
+), leased AS (
+    INSERT INTO annotation_assignment (
+        prompt_id, annotator_id, status, lease_expires_at, display_order,
+        ranking_id, skip_reason, created_at, finished_at
+    )
+    SELECT
+        slot.id, %(annotator)s, 'active', %(expires)s,
+        (SELECT coalesce(jsonb_agg(c.id ORDER BY random()), '[]'::jsonb)
+         FROM annotation_completion c WHERE c.prompt_id = slot.id),
+        NULL, '', %(now)s, NULL
+    FROM slot
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM candidate), (SELECT id FROM leased)
+"""  # The f-string pastes a constant; every value is a bound parameter.
+# SKIP LOCKED also steps over the last open prompts while a submit or a claim holds them for
+# a moment: without a candidate, this non-locking look says whether to try again.
+_ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_TO_ANNOTATOR})"
+
+
+def _claim_in_one_statement(
+    *, annotator: User, batch_ids: list[int], now: datetime
+) -> tuple[bool, Assignment | None]:
+    params: dict[str, Any] = {
+        "batch_ids": batch_ids,
+        "annotator": annotator.pk,
+        "expires": now + lease_duration(),
+        "now": now,
+    }
+    # Inside a caller's transaction, a savepoint, so that a unique violation (the same
+    # annotator claiming in two tabs at once) does not break that transaction; on its own,
+    # the statement is atomic and needs no BEGIN/COMMIT round trips.
+    atomic = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    with atomic, connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        seen, assignment_id = cursor.fetchone()
+        if assignment_id is None and not seen:
+            cursor.execute(_ANY_OPEN_SQL, params)
+            (seen,) = cursor.fetchone()
+    if assignment_id is None:
+        return bool(seen), None
+    assignment = (
+        Assignment.objects.select_related("prompt__batch")
+        .prefetch_related("prompt__completions")
+        .get(pk=assignment_id)
+    )
+    return True, assignment
+
+
+@transaction.atomic
+def _claim_portable(
+    *, annotator: User, batch_ids: list[int], now: datetime
+) -> tuple[bool, Assignment | None]:
+    """The claim in the ORM, for SQLite (the embedded single-user default). SQLite ignores
+    FOR UPDATE and lets one writer at a time; the conditional UPDATE keeps the slot count
+    exact all the same. It is also correct, if slower, on PostgreSQL."""
+    already_had = Assignment.objects.filter(prompt=OuterRef("pk"), annotator=annotator)
+    candidates = list(
+        Prompt.objects.filter(batch_id__in=batch_ids)
+        .select_related("batch")
+        .alias(taken=F("human_ranking_count") + F("lease_count"))
+        .filter(taken__lt=F("batch__overlap"))
+        .exclude(Exists(already_had))
+        .order_by("human_ranking_count", "created_at", "id")
+        # One row at a time: where locks wait (PostgreSQL without SKIP LOCKED in the tests),
+        # two claims that each held one row and wanted the other's would deadlock.
+        .select_for_update(skip_locked=_has_skip_locked(), of=("self",))[:1]
+    )
+    for prompt in candidates:
+        took_slot = (
+            Prompt.objects.filter(pk=prompt.pk)
+            .filter(human_ranking_count__lt=prompt.batch.overlap - F("lease_count"))
+            .update(lease_count=F("lease_count") + 1)
+        )
+        if not took_slot:
+            continue
+        # Loaded here once: the API answers with these completions right away.
+        prefetch_related_objects([prompt], "completions")
+        display_order = [completion.pk for completion in prompt.completions.all()]
+        random.shuffle(display_order)
+        assignment = Assignment.objects.create(
+            prompt=prompt,
+            annotator=annotator,
+            lease_expires_at=now + lease_duration(),
+            display_order=display_order,
+        )
+        return True, assignment
+    return bool(candidates), None
 
 
 def assignments_reap_expired(*, now: datetime | None = None) -> int:
     """Close every lease past its expiry and give its prompt's slot back. Returns how many.
 
-    Its own transaction, taken before any prompt lock (see the module's lock order).
+    Runs before each claim. Usually nothing has lapsed, and one indexed probe outside any
+    transaction says so; the locking transaction runs only when there is something to close.
     """
     now = now or timezone.now()
-    with transaction.atomic():
-        expired = list(
-            Assignment.objects.filter(status=Assignment.Status.ACTIVE, lease_expires_at__lte=now)
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)
+    lapsed = Assignment.objects.filter(status=Assignment.Status.ACTIVE, lease_expires_at__lte=now)
+    if not lapsed.exists():
+        return 0
+    return _close_lapsed(lapsed, now=now)
+
+
+@transaction.atomic
+def _close_lapsed(assignments: QuerySet[Assignment], *, now: datetime) -> int:
+    """Mark the lapsed ones among `assignments` expired and give their slots back.
+
+    Its own transaction, taken before any prompt lock (see the module's lock order). Rows
+    another transaction holds are skipped: a submit or skip of them is deciding their fate.
+    """
+    expired = list(
+        assignments.filter(status=Assignment.Status.ACTIVE, lease_expires_at__lte=now)
+        .select_for_update(skip_locked=True)
+        .values_list("pk", "prompt_id")
+    )
+    if not expired:
+        return 0
+    Assignment.objects.filter(pk__in=[pk for pk, _ in expired]).update(
+        status=Assignment.Status.EXPIRED, finished_at=now
+    )
+    per_prompt = Counter(prompt_id for _, prompt_id in expired)
+    for prompt_id in sorted(per_prompt):  # one order for all reapers: no deadlock between them
+        Prompt.objects.filter(pk=prompt_id).update(
+            lease_count=F("lease_count") - per_prompt[prompt_id]
         )
-        if not expired:
-            return 0
-        Assignment.objects.filter(pk__in=expired).update(
-            status=Assignment.Status.EXPIRED, finished_at=now
-        )
-        per_prompt = (
-            Assignment.objects.filter(pk__in=expired)
-            .values("prompt_id")
-            .annotate(n=Count("id"))
-            .order_by("prompt_id")
-        )
-        for row in per_prompt:
-            Prompt.objects.filter(pk=row["prompt_id"]).update(
-                lease_count=F("lease_count") - row["n"]
-            )
     return len(expired)
 
 
@@ -180,7 +297,7 @@ def assignment_submit(
     InvalidRanking when the ranking is not a partition of the prompt's completions.
     """
     locked = _lock_open(assignment)
-    prompt = Prompt.objects.select_related("batch").get(pk=locked.prompt_id)
+    prompt = locked.prompt
     try:
         ranking = ranking_submit(
             prompt=prompt,
@@ -221,11 +338,11 @@ def assignment_skip(*, assignment: Assignment, reason: str = "") -> Assignment:
 def _lock_open(assignment: Assignment) -> Assignment:
     """Lock the assignment row and check that its lease is still open. Call inside a
     transaction; the lock serialises a double submit, a submit racing a skip, and reaping."""
-    locked = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("annotator")
-        .get(pk=assignment.pk)
-    )
+    locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
+    # Only the assignment's own columns can have changed; its prompt and annotator are the
+    # rows the caller already loaded.
+    locked.prompt = assignment.prompt
+    locked.annotator = assignment.annotator
     if locked.status == Assignment.Status.SUBMITTED:
         raise AssignmentClosed(
             f"assignment {locked.pk} was already submitted (ranking {locked.ranking_id})",
@@ -241,13 +358,3 @@ def _lock_open(assignment: Assignment) -> Assignment:
             assignment=locked,
         )
     return locked
-
-
-def _active_assignment(*, annotator: User, now: datetime) -> Assignment | None:
-    return (
-        Assignment.objects.filter(
-            annotator=annotator, status=Assignment.Status.ACTIVE, lease_expires_at__gt=now
-        )
-        .select_related("prompt__batch")
-        .first()
-    )

@@ -14,7 +14,7 @@ from annotation.models import Assignment, Completion, Prompt, PromptBatch
 def assignment_get_for_annotator(*, user: User, assignment_id: int) -> Assignment:
     """The assignment if `user` holds it; Assignment.DoesNotExist otherwise, so that someone
     else's assignment looks exactly like a missing one (a 404, not a 403)."""
-    return Assignment.objects.select_related("prompt__batch").get(
+    return Assignment.objects.select_related("prompt__batch", "annotator").get(
         pk=assignment_id,
         annotator=user,
     )
@@ -22,7 +22,7 @@ def assignment_get_for_annotator(*, user: User, assignment_id: int) -> Assignmen
 
 def assignment_completions(*, assignment: Assignment) -> list[Completion]:
     """The prompt's completions in the order this annotator was shown them."""
-    by_id = {c.pk: c for c in Completion.objects.filter(prompt_id=assignment.prompt_id)}
+    by_id = {c.pk: c for c in assignment.prompt.completions.all()}
     shown = [by_id[pk] for pk in assignment.display_order if pk in by_id]
     # Completions added after the lease was taken would otherwise be invisible yet required.
     shown += [c for pk, c in sorted(by_id.items()) if pk not in assignment.display_order]

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, connections
 from django.db.models import Count
 
+from annotation import leases
 from annotation.models import Assignment, Comparison, Prompt, Ranking
 from tests.annotation.conftest import client_for, make_annotator
 from tests.factories import BatchFactory, PromptFactory
@@ -47,10 +48,20 @@ def _work_until_empty(client, barrier: threading.Barrier, results: list, skip_ra
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("skip_rate", [0.0, 0.2])
+@pytest.mark.parametrize(
+    ("claim_path", "skip_rate"),
+    [
+        ("one statement", 0.0),
+        ("one statement", 0.2),
+        # The portable ORM claim (SQLite's), here with locks that wait instead of SKIP LOCKED.
+        ("orm, waiting locks", 0.2),
+    ],
+)
 def test_twenty_annotators_at_once_never_exceed_overlap_nor_lose_a_submission(
-    postgres, skip_rate
+    postgres, monkeypatch, claim_path, skip_rate
 ) -> None:
+    if claim_path.startswith("orm"):
+        monkeypatch.setattr(leases, "_has_skip_locked", lambda: False)
     # given: 15 prompts wanting 2 rankings each, and 20 annotators starting together
     batch = BatchFactory(overlap=2, k_min=4, k_max=4)
     prompts = [PromptFactory(batch=batch, k=4) for _ in range(15)]
