@@ -14,7 +14,7 @@ from annotation.leases import AssignmentClosed, assignment_next, assignment_skip
 from annotation.models import Assignment
 from annotation.rankings import InvalidRanking, normalize_groups
 from annotation.roles import IsAnnotator
-from annotation.selectors import assignment_completions, assignment_get_for_annotator
+from annotation.selectors import assignment_completions
 
 FLAG_LABELS = ("unsafe", "factually_wrong", "off_topic", "other")
 RATIONALE_MAX = 5000
@@ -113,17 +113,19 @@ class AssignmentRankingApi(APIView):
     permission_classes = [IsAuthenticated, IsAnnotator]
 
     def post(self, request: Request, assignment_id: int) -> Response:
-        assignment = _get_assignment(request, assignment_id)
         data = _parse(RankingInputSerializer, request.data)
         try:
             submitted = assignment_submit(
-                assignment=assignment,
+                annotator=request.user,  # type: ignore[arg-type]
+                assignment_id=assignment_id,
                 groups=data["groups"],
                 not_rankable=data["not_rankable"],
                 flags=data["flags"],
                 rationale=data["rationale"],
                 duration_ms=data["duration_ms"],
             )
+        except Assignment.DoesNotExist as exc:
+            raise _not_yours(assignment_id) from exc
         except InvalidRanking as exc:
             return _error(status.HTTP_400_BAD_REQUEST, str(exc))
         except AssignmentClosed as exc:
@@ -140,10 +142,15 @@ class AssignmentSkipApi(APIView):
     permission_classes = [IsAuthenticated, IsAnnotator]
 
     def post(self, request: Request, assignment_id: int) -> Response:
-        assignment = _get_assignment(request, assignment_id)
         data = _parse(SkipInputSerializer, request.data)
         try:
-            skipped = assignment_skip(assignment=assignment, reason=data["reason"])
+            skipped = assignment_skip(
+                annotator=request.user,  # type: ignore[arg-type]
+                assignment_id=assignment_id,
+                reason=data["reason"],
+            )
+        except Assignment.DoesNotExist as exc:
+            raise _not_yours(assignment_id) from exc
         except AssignmentClosed as exc:
             return _closed(exc)
         return Response({"id": skipped.pk, "status": skipped.status})
@@ -168,14 +175,8 @@ def _assignment_data(assignment: Assignment) -> dict[str, Any]:
     }
 
 
-def _get_assignment(request: Request, assignment_id: int) -> Assignment:
-    try:
-        return assignment_get_for_annotator(
-            user=request.user,  # type: ignore[arg-type]
-            assignment_id=assignment_id,
-        )
-    except Assignment.DoesNotExist as exc:
-        raise NotFound(f"you have no assignment {assignment_id}") from exc
+def _not_yours(assignment_id: int) -> NotFound:
+    return NotFound(f"you have no assignment {assignment_id}")
 
 
 def _parse(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:

@@ -3,8 +3,9 @@ skipping or letting them expire.
 
 How overlap stays exact with many annotators claiming at once: each prompt row carries two
 counters, `human_ranking_count` and `lease_count`. A claim walks one batch in queue order
-with `SELECT ... FOR UPDATE SKIP LOCKED` (two claimers never wait on each other, they take
-different rows), then bumps `lease_count` with a conditional UPDATE that re-reads the newest
+with `SELECT ... FOR NO KEY UPDATE SKIP LOCKED` (two claimers never wait on each other, they
+take different rows; NO KEY, because a lock that blocked the foreign-key checks of a submit's
+inserts would make a submit and a waiting claim deadlock, and skip rows needlessly), then bumps `lease_count` with a conditional UPDATE that re-reads the newest
 row version: a prompt whose last slot a concurrent transaction took is refused there, and the
 claim moves on. Every write to the counters happens under that prompt row's lock, so
 `human_ranking_count + lease_count <= overlap` holds at every commit. SQLite (the embedded
@@ -25,10 +26,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet, prefetch_related_objects
+from django.db.models import (
+    Case,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    When,
+    prefetch_related_objects,
+)
 from django.utils import timezone
 
 from annotation.models import Assignment, Prompt, PromptBatch, Ranking
+from annotation.selectors import assignment_get_for_annotator
 from annotation.services import RankingConflict, ranking_submit
 
 # A claim that loses every candidate it locks to a concurrent claimer tries again, this many
@@ -62,18 +73,21 @@ def assignment_next(*, annotator: User) -> Assignment | None:
     rankings, then the oldest.
     """
     now = timezone.now()
-    current = (
-        Assignment.objects.filter(annotator=annotator, status=Assignment.Status.ACTIVE)
+    # One indexed look answers two questions: does the annotator hold a lease, and has any
+    # lease anywhere lapsed (usually none has) so that its slot must go back before a claim.
+    live = list(
+        Assignment.objects.filter(status=Assignment.Status.ACTIVE)
+        .filter(Q(annotator=annotator) | Q(lease_expires_at__lte=now))
         .select_related("prompt__batch")
-        .first()
+        .order_by(Case(When(annotator=annotator, then=0), default=1))[:2]
     )
-    if current is not None:
-        if current.lease_expires_at > now:
-            return current
-        # Their lease lapsed: it must close before they get new work, since the partial unique
-        # index allows one active assignment per annotator.
-        _close_lapsed(Assignment.objects.filter(pk=current.pk), now=now)
-    assignments_reap_expired(now=now)
+    mine = next((a for a in live if a.annotator_id == annotator.pk), None)
+    if mine is not None and mine.lease_expires_at > now:
+        return mine
+    if live:
+        # Closes their own lapsed lease too, which the partial unique index (one active
+        # assignment per annotator) requires before they get a new one.
+        _close_lapsed(Assignment.objects.all(), now=now)
     for _ in range(CLAIM_ATTEMPTS):
         try:
             claimed = _claim(annotator=annotator, now=now)
@@ -126,55 +140,70 @@ def _has_skip_locked() -> bool:
 #   leased     the assignment, its completions shuffled by the database.
 # The INSERT names every column: a field added to Assignment must be added here too (the
 # concurrency tests run this path).
-_OPEN_TO_ANNOTATOR = """
-    FROM annotation_prompt p
-    JOIN annotation_promptbatch b ON b.id = p.batch_id
-    WHERE p.batch_id = ANY(%(batch_ids)s)
-      AND p.human_ranking_count + p.lease_count < b.overlap
-      AND NOT EXISTS (
-          SELECT 1 FROM annotation_assignment a
-          WHERE a.prompt_id = p.id AND a.annotator_id = %(annotator)s
-      )
-"""
-_CLAIM_SQL = f"""
-WITH candidate AS (
-    SELECT p.id
-    {_OPEN_TO_ANNOTATOR}
-    ORDER BY p.human_ranking_count, p.created_at, p.id
-    LIMIT 1
-    FOR UPDATE OF p SKIP LOCKED
-), slot AS (
-    UPDATE annotation_prompt p
-    SET lease_count = p.lease_count + 1
-    FROM candidate, annotation_promptbatch b
-    WHERE p.id = candidate.id
-      AND b.id = p.batch_id
-      AND p.human_ranking_count + p.lease_count < b.overlap
-    RETURNING p.id
-), leased AS (
-    INSERT INTO annotation_assignment (
-        prompt_id, annotator_id, status, lease_expires_at, display_order,
-        ranking_id, skip_reason, created_at, finished_at
+def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
+    """The claim statement and the look that follows it when it found no candidate.
+
+    One batch (the usual case) is compared with `=`: only then does PostgreSQL walk the queue
+    index (batch, rankings, created) in order and stop at the first free prompt; `= ANY` of
+    several batches sorts every open prompt of those batches instead.
+    """
+    batch_filter = "p.batch_id = %(batch_id)s" if one_batch else "p.batch_id = ANY(%(batch_ids)s)"
+    open_to_annotator = f"""
+        FROM annotation_prompt p
+        JOIN annotation_promptbatch b ON b.id = p.batch_id
+        WHERE {batch_filter}
+          AND p.human_ranking_count + p.lease_count < b.overlap
+          AND NOT EXISTS (
+              SELECT 1 FROM annotation_assignment a
+              WHERE a.prompt_id = p.id AND a.annotator_id = %(annotator)s
+          )
+    """
+    claim = f"""
+    WITH candidate AS (
+        SELECT p.id
+        {open_to_annotator}
+        ORDER BY p.human_ranking_count, p.created_at, p.id
+        LIMIT 1
+        FOR NO KEY UPDATE OF p SKIP LOCKED
+    ), slot AS (
+        UPDATE annotation_prompt p
+        SET lease_count = p.lease_count + 1
+        FROM candidate, annotation_promptbatch b
+        WHERE p.id = candidate.id
+          AND b.id = p.batch_id
+          AND p.human_ranking_count + p.lease_count < b.overlap
+        RETURNING p.id
+    ), leased AS (
+        INSERT INTO annotation_assignment (
+            prompt_id, annotator_id, status, lease_expires_at, display_order,
+            ranking_id, skip_reason, created_at, finished_at
+        )
+        SELECT
+            slot.id, %(annotator)s, 'active', %(expires)s,
+            (SELECT coalesce(jsonb_agg(c.id ORDER BY random()), '[]'::jsonb)
+             FROM annotation_completion c WHERE c.prompt_id = slot.id),
+            NULL, '', %(now)s, NULL
+        FROM slot
+        RETURNING id
     )
-    SELECT
-        slot.id, %(annotator)s, 'active', %(expires)s,
-        (SELECT coalesce(jsonb_agg(c.id ORDER BY random()), '[]'::jsonb)
-         FROM annotation_completion c WHERE c.prompt_id = slot.id),
-        NULL, '', %(now)s, NULL
-    FROM slot
-    RETURNING id
-)
-SELECT (SELECT count(*) FROM candidate), (SELECT id FROM leased)
-"""  # The f-string pastes a constant; every value is a bound parameter.
-# SKIP LOCKED also steps over the last open prompts while a submit or a claim holds them for
-# a moment: without a candidate, this non-locking look says whether to try again.
-_ANY_OPEN_SQL = f"SELECT EXISTS (SELECT 1 {_OPEN_TO_ANNOTATOR})"
+    SELECT (SELECT count(*) FROM candidate), (SELECT id FROM leased)
+    """
+    # SKIP LOCKED also steps over the last open prompts while a submit or a claim holds them
+    # for a moment: without a candidate, this non-locking look says whether to try again.
+    any_open = f"SELECT EXISTS (SELECT 1 {open_to_annotator})"
+    return claim, any_open
+
+
+_CLAIM_ONE_BATCH = _claim_sql(one_batch=True)
+_CLAIM_BATCHES = _claim_sql(one_batch=False)
 
 
 def _claim_in_one_statement(
     *, annotator: User, batch_ids: list[int], now: datetime
 ) -> tuple[bool, Assignment | None]:
+    claim_sql, any_open_sql = _CLAIM_ONE_BATCH if len(batch_ids) == 1 else _CLAIM_BATCHES
     params: dict[str, Any] = {
+        "batch_id": batch_ids[0],
         "batch_ids": batch_ids,
         "annotator": annotator.pk,
         "expires": now + lease_duration(),
@@ -185,10 +214,10 @@ def _claim_in_one_statement(
     # the statement is atomic and needs no BEGIN/COMMIT round trips.
     atomic = transaction.atomic() if connection.in_atomic_block else nullcontext()
     with atomic, connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, params)
+        cursor.execute(claim_sql, params)
         seen, assignment_id = cursor.fetchone()
         if assignment_id is None and not seen:
-            cursor.execute(_ANY_OPEN_SQL, params)
+            cursor.execute(any_open_sql, params)
             (seen,) = cursor.fetchone()
     if assignment_id is None:
         return bool(seen), None
@@ -217,7 +246,7 @@ def _claim_portable(
         .order_by("human_ranking_count", "created_at", "id")
         # One row at a time: where locks wait (PostgreSQL without SKIP LOCKED in the tests),
         # two claims that each held one row and wanted the other's would deadlock.
-        .select_for_update(skip_locked=_has_skip_locked(), of=("self",))[:1]
+        .select_for_update(skip_locked=_has_skip_locked(), of=("self",), no_key=True)[:1]
     )
     for prompt in candidates:
         took_slot = (
@@ -282,7 +311,8 @@ def _close_lapsed(assignments: QuerySet[Assignment], *, now: datetime) -> int:
 @transaction.atomic
 def assignment_submit(
     *,
-    assignment: Assignment,
+    annotator: User,
+    assignment_id: int,
     groups: object,
     not_rankable: bool = False,
     flags: dict[str, list[str]] | None = None,
@@ -293,10 +323,11 @@ def assignment_submit(
     transaction: the ranking, its comparisons, the assignment and the prompt's counters all
     commit together or not at all.
 
-    Raises AssignmentClosed when the lease is no longer active (submitted, skipped, expired),
-    InvalidRanking when the ranking is not a partition of the prompt's completions.
+    Raises Assignment.DoesNotExist when `annotator` holds no such assignment, AssignmentClosed
+    when the lease is no longer active (submitted, skipped, expired), InvalidRanking when the
+    ranking is not a partition of the prompt's completions.
     """
-    locked = _lock_open(assignment)
+    locked = _lock_open(annotator=annotator, assignment_id=assignment_id)
     prompt = locked.prompt
     try:
         ranking = ranking_submit(
@@ -324,9 +355,12 @@ def assignment_submit(
 
 
 @transaction.atomic
-def assignment_skip(*, assignment: Assignment, reason: str = "") -> Assignment:
-    """Give the leased prompt back to the pool; the annotator will not be offered it again."""
-    locked = _lock_open(assignment)
+def assignment_skip(*, annotator: User, assignment_id: int, reason: str = "") -> Assignment:
+    """Give the leased prompt back to the pool; the annotator will not be offered it again.
+
+    Raises Assignment.DoesNotExist or AssignmentClosed as `assignment_submit` does.
+    """
+    locked = _lock_open(annotator=annotator, assignment_id=assignment_id)
     locked.status = Assignment.Status.SKIPPED
     locked.skip_reason = reason
     locked.finished_at = timezone.now()
@@ -335,14 +369,13 @@ def assignment_skip(*, assignment: Assignment, reason: str = "") -> Assignment:
     return locked
 
 
-def _lock_open(assignment: Assignment) -> Assignment:
-    """Lock the assignment row and check that its lease is still open. Call inside a
-    transaction; the lock serialises a double submit, a submit racing a skip, and reaping."""
-    locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
-    # Only the assignment's own columns can have changed; its prompt and annotator are the
-    # rows the caller already loaded.
-    locked.prompt = assignment.prompt
-    locked.annotator = assignment.annotator
+def _lock_open(*, annotator: User, assignment_id: int) -> Assignment:
+    """Fetch the annotator's assignment with its row locked, and check that its lease is still
+    open. Call inside a transaction; the lock serialises a double submit, a submit racing a
+    skip, and reaping."""
+    locked = assignment_get_for_annotator(
+        user=annotator, assignment_id=assignment_id, for_update=True
+    )
     if locked.status == Assignment.Status.SUBMITTED:
         raise AssignmentClosed(
             f"assignment {locked.pk} was already submitted (ranking {locked.ranking_id})",

@@ -11,10 +11,18 @@ from django.utils import timezone
 from annotation.models import Assignment, Completion, Prompt, PromptBatch
 
 
-def assignment_get_for_annotator(*, user: User, assignment_id: int) -> Assignment:
+def assignment_get_for_annotator(
+    *, user: User, assignment_id: int, for_update: bool = False
+) -> Assignment:
     """The assignment if `user` holds it; Assignment.DoesNotExist otherwise, so that someone
-    else's assignment looks exactly like a missing one (a 404, not a 403)."""
-    return Assignment.objects.select_related("prompt__batch", "annotator").get(
+    else's assignment looks exactly like a missing one (a 404, not a 403).
+
+    `for_update` locks the assignment's row (not its prompt's) until the transaction ends.
+    """
+    assignments = Assignment.objects.select_related("prompt__batch", "annotator")
+    if for_update:
+        assignments = assignments.select_for_update(of=("self",))
+    return assignments.get(
         pk=assignment_id,
         annotator=user,
     )

@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8763)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--worker-class", default="gthread")
     args = parser.parse_args()
     pauses = args.pause if args.pause else [0.0, 5.0]
     failed = False
@@ -71,7 +72,10 @@ def run_setting(args: argparse.Namespace, pause: float) -> bool:
         "DJANGO_DEBUG": "0",
         "LOG_LEVEL": "WARNING",
     }
-    print(f"\n== {args.annotators} annotators, pause {pause:g} s, {args.seconds:g} s ==")
+    print(
+        f"\n== {args.annotators} annotators, pause {pause:g} s, {args.seconds:g} s; gunicorn "
+        f"{args.workers} {args.worker_class} workers x {args.threads} threads =="
+    )
     recreate_database(args.pg, args.database)
     subprocess.run(
         [PYTHON, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True
@@ -81,7 +85,7 @@ def run_setting(args: argparse.Namespace, pause: float) -> bool:
         [
             PYTHON, "-m", "gunicorn", "config.wsgi",
             "--bind", f"127.0.0.1:{args.port}",
-            "--worker-class", "gthread",
+            "--worker-class", args.worker_class,
             "--workers", str(args.workers),
             "--threads", str(args.threads),
             "--keep-alive", "30",
@@ -94,6 +98,7 @@ def run_setting(args: argparse.Namespace, pause: float) -> bool:
     try:
         wait_for_port(args.port)
         clients = [Client(token=token) for token in tokens]
+        cpu_before = cpu_seconds(server.pid, args.database)
         base = f"http://127.0.0.1:{args.port}/api/v1/assignments/"
         deadline = time.monotonic() + args.seconds
         started = time.monotonic()
@@ -106,10 +111,12 @@ def run_setting(args: argparse.Namespace, pause: float) -> bool:
         for thread in threads:
             thread.join(timeout=args.seconds + 60)
         elapsed = time.monotonic() - started
+        cpu_after = cpu_seconds(server.pid, args.database)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    return report(clients, elapsed, env)
+    used = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    return report(clients, elapsed, env, used)
 
 
 def annotate(client: Client, base: str, deadline: float, pause: float) -> None:
@@ -147,7 +154,9 @@ def annotate(client: Client, base: str, deadline: float, pause: float) -> None:
             time.sleep(pause)
 
 
-def report(clients: list[Client], elapsed: float, env: dict[str, str]) -> bool:
+def report(
+    clients: list[Client], elapsed: float, env: dict[str, str], cpu: dict[str, float]
+) -> bool:
     for kind in ("next", "submit"):
         samples = sorted(s for c in clients for s in c.latencies[kind])
         if not samples:
@@ -160,6 +169,14 @@ def report(clients: list[Client], elapsed: float, env: dict[str, str]) -> bool:
             f"max {samples[-1] * 1000:6.1f} ms"
         )
     cycles = sum(c.cycles for c in clients)
+    if cycles:
+        print(
+            "    cpu: "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
+            + f" of {2 * elapsed:.0f} core-seconds; "
+            + f"{sum(cpu.values()) / cycles * 1000:.1f} ms per cycle "
+            + "(the rest went to other work on the machine)"
+        )
     errors = [e for c in clients for e in c.errors]
     per_annotator = sorted(c.cycles for c in clients)
     print(
@@ -273,6 +290,29 @@ def seed(env: dict[str, str], args: argparse.Namespace) -> list[str]:
     print(f"seeded {args.prompts} prompts x {K} completions, overlap {args.overlap}, "
           f"{len(tokens)} annotators")  # fmt: skip
     return tokens
+
+
+def cpu_seconds(server_pid: int, database: str) -> dict[str, float]:
+    """CPU time so far of gunicorn (master and workers), of the PostgreSQL backends serving
+    the bench database, and of this process (the load generator), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"gunicorn": 0.0, "postgres": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ppid, used = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        if int(entry.name) == server_pid or ppid == server_pid:
+            totals["gunicorn"] += used
+        elif cmdline.startswith("postgres:") and f" {database} " in cmdline:
+            totals["postgres"] += used
+    totals["load generator"] = time.process_time()
+    return totals
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:

@@ -229,7 +229,11 @@ def test_someone_elses_assignment_is_404(api) -> None:
     PromptFactory(batch=BatchFactory(), k=3)
     theirs = client_for(make_annotator()).get(NEXT).json()
 
-    response = api.post(ranking_url(theirs["id"]), {"order": []}, format="json")
+    response = api.post(
+        ranking_url(theirs["id"]),
+        {"order": [c["id"] for c in theirs["completions"]]},
+        format="json",
+    )
     skip = api.post(skip_url(theirs["id"]), {}, format="json")
 
     assert response.status_code == 404
@@ -380,3 +384,17 @@ def test_session_auth_needs_the_csrf_token(annotator) -> None:
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
     assert not Ranking.objects.exists()
+
+
+def test_batches_of_equal_priority_share_one_queue_ordered_by_fewest_rankings() -> None:
+    # given: two batches of the same priority; the older batch's prompt has a ranking
+    first = BatchFactory(priority=1, overlap=2)
+    second = BatchFactory(priority=1, overlap=2)
+    ranked = PromptFactory(batch=first, k=3)
+    submit_one(make_annotator(), expect_prompt=ranked)
+    fresh = PromptFactory(batch=second, k=3)
+
+    # then: the unranked prompt of the newer batch comes first, then the ranked one
+    assert claim(make_annotator()) == fresh.pk
+    assert claim(make_annotator()) == fresh.pk
+    assert claim(make_annotator()) == ranked.pk
