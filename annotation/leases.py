@@ -4,13 +4,15 @@ skipping or letting them expire.
 How overlap stays exact with many annotators claiming at once: each prompt row carries two
 counters, `human_ranking_count` and `lease_count`. A claim walks one batch in queue order
 with `SELECT ... FOR NO KEY UPDATE SKIP LOCKED` (two claimers never wait on each other, they
-take different rows; NO KEY, because a lock that blocked the foreign-key checks of a submit's
-inserts would make a submit and a waiting claim deadlock, and skip rows needlessly), then bumps `lease_count` with a conditional UPDATE that re-reads the newest
-row version: a prompt whose last slot a concurrent transaction took is refused there, and the
-claim moves on. Every write to the counters happens under that prompt row's lock, so
-`human_ranking_count + lease_count <= overlap` holds at every commit. SQLite (the embedded
-single-user default) has no row locks: it ignores FOR UPDATE and serialises writers on the
-whole database, and the same conditional UPDATE keeps the counters exact there too.
+take different rows), then bumps `lease_count` with a conditional UPDATE that re-reads the
+newest row version: a prompt whose last slot a concurrent transaction took is refused there,
+and the claim moves on. Every write to the counters happens under that prompt row's lock, so
+`human_ranking_count + lease_count <= overlap` holds at every commit. NO KEY UPDATE, not
+UPDATE: the stronger lock would also block the foreign-key checks of a submit's inserts, so
+claims would skip rows needlessly, and where locks wait, a submit and a claim could deadlock.
+SQLite (the embedded single-user default) has no row locks: it ignores FOR UPDATE and
+serialises writers on the whole database, and the same conditional UPDATE keeps the counters
+exact there too. On PostgreSQL the claim is one SQL statement (see `_claim_sql`).
 
 Lock order, to stay free of deadlocks: assignment row, then prompt row. Reaping runs in its
 own short transaction before a claim, never inside one.

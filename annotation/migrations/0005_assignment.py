@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0003_role_groups'),
+        ('annotation', '0004_dataset_snapshot'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
