@@ -13,6 +13,8 @@ prompt twice. Every request goes to 127.0.0.1 only, and the run stops by itself.
 """
 
 import argparse
+import http.client
+import json
 import os
 import random
 import signal
@@ -26,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -45,7 +46,8 @@ class Client:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotators", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=60, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5, help="unmeasured seconds first")
     parser.add_argument("--pause", type=float, action="append", help="seconds between cycles")
     parser.add_argument("--prompts", type=int, default=5000)
     parser.add_argument("--overlap", type=int, default=3)
@@ -98,20 +100,25 @@ def run_setting(args: argparse.Namespace, pause: float) -> bool:
     try:
         wait_for_port(args.port)
         clients = [Client(token=token) for token in tokens]
-        cpu_before = cpu_seconds(server.pid, args.database)
-        base = f"http://127.0.0.1:{args.port}/api/v1/assignments/"
-        deadline = time.monotonic() + args.seconds
-        started = time.monotonic()
+        # Measured: the `seconds` after a warm-up in which every annotator has made a first
+        # cycle (new connections, workers' first requests) that would otherwise be counted.
+        window = Window(
+            start=time.monotonic() + args.warmup + pause,
+            seconds=args.seconds,
+        )
         threads = [
-            threading.Thread(target=annotate, args=(c, base, deadline, pause), daemon=True)
+            threading.Thread(target=annotate, args=(c, args.port, window, pause), daemon=True)
             for c in clients
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join(timeout=args.seconds + 60)
-        elapsed = time.monotonic() - started
+        time.sleep(max(0.0, window.start - time.monotonic()))
+        cpu_before = cpu_seconds(server.pid, args.database)
+        time.sleep(max(0.0, window.end - time.monotonic()))
         cpu_after = cpu_seconds(server.pid, args.database)
+        for thread in threads:
+            thread.join(timeout=60)
+        elapsed = args.seconds
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -119,39 +126,72 @@ def run_setting(args: argparse.Namespace, pause: float) -> bool:
     return report(clients, elapsed, env, used)
 
 
-def annotate(client: Client, base: str, deadline: float, pause: float) -> None:
-    """One annotator: next, then submit a random order, then pause; until the deadline."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Token {client.token}"
+@dataclass(frozen=True)
+class Window:
+    start: float
+    seconds: float
+
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
+
+def annotate(client: Client, port: int, window: Window, pause: float) -> None:
+    """One annotator: next, then submit a random order, then pause; until the window closes.
+
+    Plain http.client on one kept-alive connection: the load generator shares the two cores
+    with the server, so it should cost as little as it can."""
+    headers = {"Authorization": f"Token {client.token}", "Content-Type": "application/json"}
     rng = random.Random()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     # Spread the first requests over the pause, as people do not all start on the same second.
     time.sleep(rng.uniform(0, pause))
-    while time.monotonic() < deadline:
+    while time.monotonic() < window.end:
         try:
-            t0 = time.perf_counter()
-            response = session.get(base + "next/", timeout=30)
-            client.latencies["next"].append(time.perf_counter() - t0)
-            if response.status_code != 200:
-                client.errors.append(f"next {response.status_code} {response.text[:200]}")
+            t0 = time.monotonic()
+            status, body = request(conn, "GET", "/api/v1/assignments/next/", None, headers)
+            t1 = time.monotonic()
+            if t0 >= window.start:
+                client.latencies["next"].append(t1 - t0)
+            if status != 200:
+                client.errors.append(f"next {status} {body[:200]!r}")
                 time.sleep(max(pause, 0.5))
                 continue
-            body = response.json()
-            order = [c["id"] for c in body["completions"]]
+            assignment = json.loads(body)
+            order = [c["id"] for c in assignment["completions"]]
             rng.shuffle(order)
-            t0 = time.perf_counter()
-            response = session.post(
-                f"{base}{body['id']}/ranking/", json={"order": order}, timeout=30
-            )
-            client.latencies["submit"].append(time.perf_counter() - t0)
-            if response.status_code != 201:
-                client.errors.append(f"submit {response.status_code} {response.text[:200]}")
+            path = f"/api/v1/assignments/{assignment['id']}/ranking/"
+            payload = json.dumps({"order": order}).encode()
+            t2 = time.monotonic()
+            status, body = request(conn, "POST", path, payload, headers)
+            t3 = time.monotonic()
+            if t2 >= window.start:
+                client.latencies["submit"].append(t3 - t2)
+            if status != 201:
+                client.errors.append(f"submit {status} {body[:200]!r}")
             else:
-                client.ranking_ids.append(response.json()["ranking_id"])
-                client.cycles += 1
-        except requests.RequestException as exc:
+                client.ranking_ids.append(json.loads(body)["ranking_id"])
+                if window.start <= t3 < window.end:
+                    client.cycles += 1
+        except (OSError, http.client.HTTPException) as exc:
             client.errors.append(repr(exc))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         if pause:
             time.sleep(pause)
+    conn.close()
+
+
+def request(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    payload: bytes | None,
+    headers: dict[str, str],
+) -> tuple[int, bytes]:
+    conn.request(method, path, body=payload, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
 
 
 def report(
