@@ -10,7 +10,7 @@ from annotation.models import Assignment, Comparison, Ranking
 from annotation.roles import Role, user_set_role
 from tests.factories import BatchFactory, PromptFactory, UserFactory
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "a-long-test-password"
 
