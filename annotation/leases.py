@@ -223,12 +223,7 @@ def _claim_in_one_statement(
             (seen,) = cursor.fetchone()
     if assignment_id is None:
         return bool(seen), None
-    assignment = (
-        Assignment.objects.select_related("prompt__batch")
-        .prefetch_related("prompt__completions")
-        .get(pk=assignment_id)
-    )
-    return True, assignment
+    return True, Assignment.objects.select_related("prompt__batch").get(pk=assignment_id)
 
 
 @transaction.atomic
