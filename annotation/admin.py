@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from annotation.models import Comparison, Completion, Prompt, PromptBatch, Ranking
+from annotation.models import Assignment, Comparison, Completion, Prompt, PromptBatch, Ranking
 
 
 @admin.register(PromptBatch)
@@ -48,11 +48,20 @@ class CompletionInline(admin.TabularInline):
 
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "batch", "short_text", "created_at"]
+    list_display = [
+        "__str__",
+        "batch",
+        "short_text",
+        "human_ranking_count",
+        "lease_count",
+        "created_at",
+    ]
     list_filter = ["batch"]
     list_select_related = ["batch"]
     search_fields = ["external_id", "text"]
     inlines = [CompletionInline]
+    # The assignment queue's counters: only its services write them, under the row lock.
+    readonly_fields = ["human_ranking_count", "lease_count"]
 
     @admin.display(description="text")
     def short_text(self, prompt: Prompt) -> str:
@@ -84,4 +93,26 @@ class RankingAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    """Leases, to watch the queue. Read-only: closing a lease by hand would leave the prompt's
+    counters wrong; leases expire by themselves."""
+
+    list_display = ["__str__", "prompt", "annotator", "status", "lease_expires_at", "finished_at"]
+    list_filter = ["status", "prompt__batch"]
+    list_select_related = ["prompt", "annotator"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in Assignment._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -74,6 +74,14 @@ class Prompt(models.Model):
     external_id = models.CharField(max_length=200, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The assignment queue's counters, kept by the services in `annotation.assignments` under
+    # the prompt's row lock: claiming reads them instead of counting assignments per prompt.
+    human_ranking_count = models.PositiveIntegerField(
+        default=0, help_text="Rankings submitted through assignments."
+    )
+    lease_count = models.PositiveIntegerField(
+        default=0, help_text="Assignments active now (expired ones until they are reaped)."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -82,6 +90,13 @@ class Prompt(models.Model):
                 fields=["batch", "external_id"],
                 condition=~Q(external_id=""),
                 name="prompt_external_id_unique_in_batch",
+            ),
+        ]
+        indexes = [
+            # The claim scans one batch in queue order: fewest rankings first, then oldest.
+            models.Index(
+                fields=["batch", "human_ranking_count", "created_at", "id"],
+                name="prompt_queue_order",
             ),
         ]
 
@@ -213,6 +228,75 @@ class Comparison(models.Model):
     def __str__(self) -> str:
         relation = "ties" if self.is_tie else "beats"
         return f"{self.winner_id} {relation} {self.loser_id}"
+
+
+class Assignment(models.Model):
+    """A prompt leased to one annotator. Active until submitted, skipped or expired; an
+    expired lease gives the prompt back to the pool. An annotator gets a prompt at most once.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUBMITTED = "submitted"
+        SKIPPED = "skipped"
+        EXPIRED = "expired"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="assignments"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    lease_expires_at = models.DateTimeField()
+    display_order = models.JSONField(
+        default=list, help_text="Completion ids in the shuffled order the annotator saw."
+    )
+    ranking = models.OneToOneField(
+        Ranking, null=True, blank=True, on_delete=models.PROTECT, related_name="assignment"
+    )
+    skip_reason = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "annotator"], name="assignment_prompt_once_per_annotator"
+            ),
+            # One lease at a time: a second tab asking for work gets the same prompt.
+            models.UniqueConstraint(
+                fields=["annotator"],
+                condition=Q(status="active"),
+                name="assignment_one_active_per_annotator",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="submitted", ranking__isnull=False)
+                | (~Q(status="submitted") & Q(ranking__isnull=True)),
+                name="assignment_ranking_iff_submitted",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="active", finished_at__isnull=True)
+                | (~Q(status="active") & Q(finished_at__isnull=False)),
+                name="assignment_finished_iff_not_active",
+            ),
+        ]
+        indexes = [
+            # Reaping scans only the live leases, by expiry.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="active"),
+                name="assignment_active_by_expiry",
+            ),
+            # "Done today" per annotator.
+            models.Index(
+                fields=["annotator", "finished_at"],
+                condition=Q(status="submitted"),
+                name="assignment_submitted_by_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"assignment {self.pk} of prompt {self.prompt_id} to {self.annotator_id}"
 
 
 class DatasetSnapshot(models.Model):

@@ -85,6 +85,13 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 
+# How long an annotator holds a prompt before it goes back to the pool.
+ANNOTATION_LEASE_MINUTES = env_int("RANKLOOP_LEASE_MINUTES", 30)
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "annotate"
+LOGOUT_REDIRECT_URL = "login"
+
 # Where trained models and export snapshots are written.
 ARTIFACT_ROOT = Path(env_str("RANKLOOP_ARTIFACT_ROOT") or BASE_DIR / "artifacts")
 
