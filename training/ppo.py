@@ -66,6 +66,7 @@ class PPOConfig:
     policy: str = "tiny"  # "tiny", a Hugging Face directory, a .gguf file, or a saved policy
     seed: int = 0  # seeds Python, NumPy and torch: a tiny CPU run repeats bit for bit
     steps: int = 30  # PPO iterations, each one rollout batch and its update
+    time_budget_s: float = 0.0  # stop after the step that spends this many seconds (0: no limit)
     batch_size: int = 16  # prompts (and responses) per rollout
     minibatch_size: int = 8  # responses per gradient step
     ppo_epochs: int = 4  # passes over each rollout batch
@@ -402,7 +403,11 @@ def save_policy(
         k: v.detach().cpu().contiguous() for k, v in policy.value_head.state_dict().items()
     }
     save_file(value_state, str(out / VALUE_HEAD), metadata={"format": POLICY_FORMAT})
-    lm.config.save_pretrained(out / "config")
+    architecture = copy.deepcopy(lm.config)
+    if hasattr(architecture, "quantization_config"):
+        # a GGUF policy was dequantised on loading: the weights saved are plain float32
+        del architecture.quantization_config
+    architecture.save_pretrained(out / "config")
     tokenizer.save_pretrained(out / "tokenizer")
     files = [
         out / WEIGHTS,
@@ -517,7 +522,6 @@ def run_ppo(
     seed_everything(config.seed)
     lm: Any
     lm, tokenizer = model if model is not None else load_lm(config.policy, config.seed)
-    lm = lm.float()
     # The reference is the policy as it starts, frozen. With LoRA it is the same network with
     # the adapters switched off, so a 135M-parameter model is not held twice.
     reference: nn.Module | None = None
@@ -550,6 +554,7 @@ def run_ppo(
             return lm(**kwargs, use_cache=False).logits
 
     bar = tqdm(range(config.steps), desc="ppo", disable=not config.progress)
+    run_started = time.perf_counter()
     try:
         for step in bar:
             started = time.perf_counter()
@@ -679,7 +684,10 @@ def run_ppo(
                 log.flush()
             if progress_callback is not None:
                 progress_callback(row)
+            if config.time_budget_s and time.perf_counter() - run_started > config.time_budget_s:
+                break
     finally:
+        bar.close()
         if log is not None:
             log.close()
     return policy, tokenizer, metrics

@@ -17,6 +17,7 @@ from training.ppo import (
     gae,
     gae_reference,
     kl_per_token,
+    load_lm,
     load_policy,
     masked_whiten,
     parse_hh,
@@ -361,3 +362,27 @@ def test_python_m_training_ppo_trains_from_files(tmp_path: Path) -> None:
     _, _, meta = load_policy(out)
     assert meta["config"]["steps"] == 2
     assert meta["base"] == "tiny"
+
+
+def test_a_saved_policy_is_the_starting_point_of_the_next_run(saved) -> None:
+    out, policy, _ = saved
+    # given --policy DIR naming a saved policy, the next run starts from its weights
+    lm, _ = load_lm(str(out))
+    trained = policy.lm.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in lm.state_dict().items())
+    _, _, metrics = run_ppo(short(policy=str(out), steps=1), PROMPTS, synthetic_reward("a"))
+    assert len(metrics) == 1
+
+
+def test_a_reward_model_directory_from_the_rewards_library_scores_responses(tmp_path: Path) -> None:
+    artifacts = pytest.importorskip("rewards.artifacts", reason="the rewards library (issue 5)")
+    from rewards.model import build_reward_model
+
+    from training.ppo import reward_fn_from_spec
+
+    model = build_reward_model("tiny", max_length=64, seed=0)
+    artifacts.save_reward_model(model, tmp_path, config={}, metrics={}, data_sha256="")
+    reward_fn = reward_fn_from_spec(str(tmp_path))
+    scores = torch.as_tensor(reward_fn(["Hi", "Hi", "Bye"], ["hello", "yo", "ciao"]))
+    expected = model.score("Hi", ["hello", "yo"]) + model.score("Bye", ["ciao"])
+    torch.testing.assert_close(scores, torch.tensor(expected))
