@@ -92,12 +92,19 @@ class PPOConfig:
     whiten_advantages: bool = True  # normalise advantages per batch (Huang et al. 2024)
     lora_r: int = 0  # LoRA rank; 0 trains every weight (LoRA needs `peft`)
     lora_alpha: int = 16  # LoRA scaling numerator
+    device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"; float32 throughout
     progress: bool = True  # show a tqdm bar
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: seeding, masked statistics, GAE, KL estimators, the adaptive KL controller
 # ---------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -146,9 +153,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -
     T = rewards.shape[1]
     next_values = F.pad(values[:, 1:], (0, 1))  # (B, T), V_T = 0
     deltas = rewards + gamma * next_values - values  # (B, T)
-    steps = torch.arange(T, dtype=rewards.dtype)
+    steps = torch.arange(T, dtype=rewards.dtype, device=rewards.device)
     lag = steps.unsqueeze(0) - steps.unsqueeze(1)  # (T, T): lag[t, s] = s - t
-    discount = torch.where(lag >= 0, (gamma * lam) ** lag.clamp(min=0), torch.zeros(()))  # (T, T)
+    discount = ((gamma * lam) ** lag.clamp(min=0)) * (lag >= 0)  # (T, T), zero below the diagonal
     return deltas @ discount.T  # (B, T)
 
 
@@ -397,6 +404,8 @@ def save_policy(
     lm: Any = policy.lm
     if hasattr(lm, "merge_and_unload"):  # a peft model: save plain weights a reader can load
         lm = copy.deepcopy(lm).merge_and_unload()
+    if any(p.device.type != "cpu" for p in lm.parameters()):
+        lm = copy.deepcopy(lm).cpu()
     # save_model drops the duplicate of tied weights (GPT-2's and SmolLM2's embeddings)
     save_model(lm, str(out / WEIGHTS), metadata={"format": POLICY_FORMAT})
     value_state = {
@@ -520,8 +529,10 @@ def run_ppo(
     if config.batch_size % config.minibatch_size:
         raise ValueError("batch_size must be a multiple of minibatch_size")
     seed_everything(config.seed)
+    device = resolve_device(config.device)
     lm: Any
     lm, tokenizer = model if model is not None else load_lm(config.policy, config.seed)
+    lm = lm.to(device)
     # The reference is the policy as it starts, frozen. With LoRA it is the same network with
     # the adapters switched off, so a 135M-parameter model is not held twice.
     reference: nn.Module | None = None
@@ -529,7 +540,7 @@ def run_ppo(
         lm = with_lora(lm, config)
     else:
         reference = copy.deepcopy(lm).requires_grad_(False).eval()
-    policy = PolicyWithValue(lm)
+    policy = PolicyWithValue(lm).to(device)
     # Huang et al. 2024: disable dropout, so that the log-probabilities of the rollout and of the
     # update come from the same function. Eval mode does it for every dropout layer at once.
     policy.eval()
@@ -563,13 +574,14 @@ def run_ppo(
 
             # 1 rollout: one response per prompt, sampled at `temperature` from the full
             #   distribution, cut after its first EOS (Huang et al. 2024).
-            query, query_mask, response, response_mask, ended = generate(
+            rollout = generate(
                 policy.lm,
                 tokenizer,
                 [encoded[i] for i in indices],
                 max_new_tokens=config.max_new_tokens,
                 temperature=config.temperature,
             )
+            query, query_mask, response, response_mask, ended = (t.to(device) for t in rollout)
             P = query.shape[1]
             ids = torch.cat([query, response], dim=1)  # (B, P + R)
             mask = torch.cat([query_mask, response_mask], dim=1)  # (B, P + R)
@@ -579,26 +591,33 @@ def run_ppo(
             #   way. A response that never reached EOS is penalised (Huang et al. 2024 replace
             #   its score with -1; subtracting keeps the reward model's ranking among them).
             texts = decode(tokenizer, response, response_mask)
-            scores = torch.as_tensor(reward_fn(batch_prompts, texts), dtype=torch.float32)  # (B,)
+            scores = torch.as_tensor(reward_fn(batch_prompts, texts), dtype=torch.float32)
+            scores = scores.to(device)  # (B,)
             raw_scores = scores.clone()
             scores = scores - config.missing_eos_penalty * (~ended).float()
 
             # 3 KL-shaped reward: log-probabilities recomputed with a forward pass (not taken from
-            #   generate), values from the same pass; per-token reward -beta * KL_t, score added
-            #   at the last token of the response (Ziegler et al. 2019; Huang et al. 2024).
+            #   generate), values from the same pass, a minibatch at a time to bound memory;
+            #   per-token reward -beta * KL_t, the score added at the last token of the response
+            #   (Ziegler et al. 2019; Huang et al. 2024).
             with torch.no_grad():
-                logits, values = policy(ids, mask)
-                old_logprobs, _ = response_logprobs(logits, response, P, config.temperature)
-                ref_logits = reference_forward(ids, mask)
-                ref_logprobs, _ = response_logprobs(ref_logits, response, P, config.temperature)
-                old_values = values[:, P - 1 : -1] * rmask  # (B, R): value of the state before t
-                del logits, ref_logits
-            old_logprobs, ref_logprobs = old_logprobs * rmask, ref_logprobs * rmask  # (B, R)
+                parts = []
+                for c in torch.arange(len(indices), device=device).split(config.minibatch_size):
+                    logits, values = policy(ids[c], mask[c])
+                    logprobs, _ = response_logprobs(logits, response[c], P, config.temperature)
+                    ref_logits = reference_forward(ids[c], mask[c])
+                    ref, _ = response_logprobs(ref_logits, response[c], P, config.temperature)
+                    # the value at t is that of the state before response token t
+                    parts.append((logprobs, ref, values[:, P - 1 : -1]))
+                    del logits, ref_logits
+            old_logprobs, ref_logprobs, old_values = (
+                torch.cat(t) * rmask for t in zip(*parts, strict=True)
+            )  # (B, R) each
             kl = kl_per_token(old_logprobs, ref_logprobs, config.kl_estimator) * rmask  # (B, R)
             beta = kl_controller.value
             rewards = -beta * kl  # (B, R)
             last = (response_mask.sum(1) - 1).clamp(min=0)  # (B,) index of the last token
-            rewards[torch.arange(len(indices)), last] += scores
+            rewards[torch.arange(len(indices), device=device), last] += scores
             if config.whiten_rewards:
                 rewards = masked_whiten(rewards, rmask, shift_mean=False)
 
@@ -615,7 +634,7 @@ def run_ppo(
                 k: [] for k in ("pg", "vf", "clip", "approx_kl", "ent")
             }
             for _ in range(config.ppo_epochs):
-                order = torch.randperm(len(indices), generator=generator)
+                order = torch.randperm(len(indices), generator=generator).to(device)
                 for start in range(0, len(indices), config.minibatch_size):
                     mb = order[start : start + config.minibatch_size]
                     m = rmask[mb]  # (b, R)
@@ -646,6 +665,7 @@ def run_ppo(
                     nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
                     optimizer.step()
 
+                    # clip fraction: the share of tokens where the clipped objective is the one used
                     with torch.no_grad():
                         stats["pg"].append(pg_loss.item())
                         stats["vf"].append(vf_loss.item())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def one_thread() -> Iterator[None]:
     """Tiny models run fastest on one thread, and the bit-for-bit checks need a fixed count."""
     threads = torch.get_num_threads()

@@ -30,6 +30,7 @@ from training.ppo import (
 )
 from training.sampling import encode_prompt, left_pad, truncate_after_eos
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [
     "Say a word",
