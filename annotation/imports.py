@@ -13,6 +13,14 @@ CSV files (`.csv`) hold one completion a row, grouped by a prompt id column:
 
 `rank` is 1 for the best; equal ranks tie; a prompt's rows either all have a rank or none do.
 
+A line of a `rankings` export (annotation.exports) is the first shape plus the ranking's
+lossless fields: "not_rankable", "flags" ({completion index: [labels]}), "rationale",
+"display_order" (indices), "duration_ms", "guidelines_version" and "ranking_external_id"; its
+provenance ("origin", "annotator", "batch", "created_at", "prompt_id", "ranking_id") is read
+but not stored. Several lines with one id and the same prompt and completions are several
+rankings of that prompt (an export has a line per ranking); each keeps its own external id,
+the exported one or else the annotator's pseudonym.
+
 Parsing is separate from writing: every line is checked first and every problem is reported
 with its file and line number, so a file with one bad line writes nothing.
 """
@@ -28,10 +36,21 @@ from pathlib import Path
 from typing import Any
 
 from annotation.rankings import InvalidRanking, normalize_groups, validate_partition
-from annotation.services import CompletionRecord, PromptRecord
+from annotation.services import CompletionRecord, PromptRecord, RankingRecord
 
 ROLES = ("system", "user", "assistant")
 MAX_LINE_BYTES = 4 * 1024 * 1024
+_RANKING_KEYS = {
+    "ranking_external_id",
+    "not_rankable",
+    "flags",
+    "rationale",
+    "display_order",
+    "duration_ms",
+    "guidelines_version",
+}
+# An export's provenance: where the ranking came from, not part of the ranking.
+_PROVENANCE_KEYS = {"origin", "annotator", "batch", "created_at", "prompt_id", "ranking_id"}
 _KNOWN_KEYS = {
     "id",
     "prompt",
@@ -41,6 +60,8 @@ _KNOWN_KEYS = {
     "ranking",
     "chosen",
     "rejected",
+    *_RANKING_KEYS,
+    *_PROVENANCE_KEYS,
 }
 # HH-RLHF transcripts: "\n\nHuman: ...\n\nAssistant: ...\n\nHuman: ...\n\nAssistant:"
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ ]?")
@@ -75,6 +96,7 @@ def read_records(
     records: list[PromptRecord] = []
     errors: list[LineError] = []
     first_seen: dict[str, tuple[str, int]] = {}
+    by_id: dict[str, PromptRecord] = {}
     for path in paths:
         parsed = (
             _csv_records(path, progress)
@@ -90,6 +112,10 @@ def read_records(
                 errors.append(LineError(path.name, number, problem))
                 continue
             if record.external_id in first_seen:
+                first = by_id[record.external_id]
+                if _another_ranking_of(first, record):
+                    first.rankings.extend(record.rankings)
+                    continue
                 where = "{}:{}".format(*first_seen[record.external_id])
                 errors.append(
                     LineError(
@@ -98,6 +124,7 @@ def read_records(
                 )
                 continue
             first_seen[record.external_id] = (path.name, number)
+            by_id[record.external_id] = record
             records.append(record)
     if errors:
         raise ImportErrors(errors)
@@ -184,7 +211,7 @@ def parse_line(raw: bytes) -> PromptRecord:
 
     messages, text = _prompt(data)
     completions = _completions(data.get("completions"))
-    ranking = _ranking(data.get("ranking"), len(completions))
+    rankings = _rankings(data, len(completions))
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _BadLine('"metadata" must be an object')
@@ -207,7 +234,7 @@ def parse_line(raw: bytes) -> PromptRecord:
         completions=completions,
         external_id=external_id,
         metadata={**extra, **metadata},
-        ranking=ranking,
+        rankings=rankings,
     )
 
 
@@ -305,6 +332,89 @@ def _ranking(raw: object, k: int) -> list[list[int]] | None:
     except InvalidRanking as exc:
         raise _BadLine(f'"ranking" (completion indices 0..{k - 1}): {exc}') from exc
     return groups
+
+
+def _rankings(data: dict[str, Any], k: int) -> list[RankingRecord]:
+    """The line's ranking, if it has one, with the lossless fields of an export line."""
+    not_rankable = data.get("not_rankable", False)
+    if not isinstance(not_rankable, bool):
+        raise _BadLine('"not_rankable" must be true or false')
+    if not_rankable and data.get("ranking") in (None, []):
+        groups: list[list[int]] | None = []
+    else:
+        groups = _ranking(data.get("ranking"), k)
+    if groups is None:
+        if given := sorted(_RANKING_KEYS & data.keys()):
+            raise _BadLine(f'"{given[0]}" describes a ranking, but the line has no "ranking"')
+        return []
+    external_id = data.get("ranking_external_id") or data.get("annotator") or ""
+    if not isinstance(external_id, str) or len(external_id) > 200:
+        raise _BadLine('"ranking_external_id" must be a string of at most 200 characters')
+    rationale = data.get("rationale", "")
+    if not isinstance(rationale, str):
+        raise _BadLine('"rationale" must be a string')
+    return [
+        RankingRecord(
+            groups=groups,
+            external_id=external_id,
+            not_rankable=not_rankable,
+            flags=_flags(data.get("flags", {}), k),
+            rationale=rationale,
+            display_order=_display_order(data.get("display_order", []), k),
+            duration_ms=_optional_count("duration_ms", data.get("duration_ms"), minimum=0),
+            guidelines_version=_optional_count(
+                "guidelines_version", data.get("guidelines_version"), minimum=1
+            ),
+        )
+    ]
+
+
+def _flags(raw: object, k: int) -> dict[int, list[str]]:
+    if not isinstance(raw, dict):
+        raise _BadLine('"flags" must be an object {completion index: [labels]}')
+    flags = {}
+    for key, labels in raw.items():
+        if not str(key).isdigit() or not 0 <= int(key) < k:
+            raise _BadLine(f'"flags" names {key!r}, not a completion index 0..{k - 1}')
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise _BadLine(f'"flags" for completion {key} must be a list of strings')
+        flags[int(key)] = sorted(set(labels))
+    return flags
+
+
+def _display_order(raw: object, k: int) -> list[int]:
+    if raw == []:
+        return []
+    if not isinstance(raw, list) or sorted(raw) != list(range(k)):
+        raise _BadLine(f'"display_order" must list each completion index 0..{k - 1} once')
+    return raw
+
+
+def _optional_count(name: str, raw: object, *, minimum: int) -> int | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < minimum:
+        raise _BadLine(f'"{name}" must be an integer of at least {minimum}')
+    return raw
+
+
+def _another_ranking_of(first: PromptRecord, record: PromptRecord) -> bool:
+    """Whether `record` is one more ranking of `first`'s prompt (the next line of an export),
+    rather than a clashing duplicate: same prompt and completions, rankings told apart by
+    their external ids."""
+    if (first.text, first.messages, first.completions, first.metadata) != (
+        record.text,
+        record.messages,
+        record.completions,
+        record.metadata,
+    ):
+        return False
+    if not first.rankings or not record.rankings:
+        return False
+    taken = {ranking.external_id for ranking in first.rankings}
+    return all(
+        ranking.external_id and ranking.external_id not in taken for ranking in record.rankings
+    )
 
 
 def _k_problem(k: int, k_range: tuple[int, int]) -> str | None:

@@ -9,6 +9,7 @@ corruption impossible.
 """
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
@@ -212,3 +213,40 @@ class Comparison(models.Model):
     def __str__(self) -> str:
         relation = "ties" if self.is_tie else "beats"
         return f"{self.winner_id} {relation} {self.loser_id}"
+
+
+class DatasetSnapshot(models.Model):
+    """A frozen set of rankings: what an export or a training run used, re-exportable byte for
+    byte months later.
+
+    The set is stored as the sorted array of ranking ids, not as filters to re-run: filters
+    (a batch, a date range, "K = 4") select different rows as data arrives or is deleted, and a
+    "max id + created_at" cut-off breaks as soon as a ranking inside it is deleted. An array is
+    one row however large the set (8 bytes an id, TOASTed and compressed: ~8 MB for a million
+    rankings, read in one go and joined with `unnest`), where a many-to-many table would add a
+    row per ranking per snapshot, for every training run. The price is that no foreign key
+    stops a ranking inside a snapshot from being deleted; the manifest's counts and sha256
+    make that visible (`snapshot_verify`). PostgreSQL only, like the exports that use it.
+    """
+
+    name = models.CharField(max_length=200, blank=True, default="")
+    ranking_ids = ArrayField(models.BigIntegerField(), help_text="Frozen ranking ids, ascending.")
+    options = models.JSONField(
+        default=dict, help_text="The filters that selected the rankings and the export options."
+    )
+    manifest = models.JSONField(
+        default=dict, help_text="Counts, K histogram, batches, annotators, options, sha256."
+    )
+    content_sha256 = models.CharField(
+        max_length=64, help_text="sha256 of the snapshot's rankings JSONL export."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.name or f"snapshot {self.pk}"

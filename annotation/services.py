@@ -90,6 +90,21 @@ class CompletionRecord:
 
 
 @dataclass
+class RankingRecord:
+    """One imported ranking of a prompt, in completion *indices*, with the lossless fields a
+    `rankings` export carries so that an export re-imports to the same rankings."""
+
+    groups: list[list[int]]  # best first; empty for a not-rankable ranking
+    external_id: str = ""  # default: the prompt's external id
+    not_rankable: bool = False
+    flags: dict[int, list[str]] = field(default_factory=dict)  # completion index -> labels
+    rationale: str = ""
+    display_order: list[int] = field(default_factory=list)
+    duration_ms: int | None = None
+    guidelines_version: int | None = None  # default: the batch's
+
+
+@dataclass
 class PromptRecord:
     """One prompt of an import, already validated by `annotation.imports`."""
 
@@ -98,8 +113,8 @@ class PromptRecord:
     completions: list[CompletionRecord]
     external_id: str
     metadata: dict[str, Any] = field(default_factory=dict)
-    # Best-first groups of completion *indices*, or None for a prompt without a ranking.
-    ranking: list[list[int]] | None = None
+    # Its imported rankings: none, one, or several from an export (one line per ranking).
+    rankings: list[RankingRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -183,17 +198,21 @@ def batch_import_records(
     rankings: list[Ranking] = []
     for prompt, record in zip(prompts, fresh, strict=True):
         ids = [next(completion_iter).pk for _ in record.completions]
-        if record.ranking is None:
-            continue
-        rankings.append(
+        rankings.extend(
             Ranking(
                 prompt=prompt,
                 origin=Ranking.Origin.IMPORTED,
-                external_id=record.external_id or f"prompt-{prompt.pk}",
-                groups=[[ids[index] for index in group] for group in record.ranking],
+                external_id=ranking.external_id or record.external_id or f"prompt-{prompt.pk}",
+                groups=[[ids[index] for index in group] for group in ranking.groups],
                 k=len(ids),
-                guidelines_version=batch.guidelines_version,
+                not_rankable=ranking.not_rankable,
+                flags={str(ids[index]): labels for index, labels in ranking.flags.items()},
+                rationale=ranking.rationale,
+                display_order=[ids[index] for index in ranking.display_order],
+                duration_ms=ranking.duration_ms,
+                guidelines_version=ranking.guidelines_version or batch.guidelines_version,
             )
+            for ranking in record.rankings
         )
     Ranking.objects.bulk_create(rankings, batch_size=chunk_size)
     comparisons = Comparison.objects.bulk_create(

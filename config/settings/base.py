@@ -26,6 +26,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_celery_beat",
+    "drf_spectacular",
     "annotation",
     "training",
 ]
@@ -92,9 +94,29 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
+SPECTACULAR_SETTINGS = {
+    "TITLE": "RankLoop API",
+    "DESCRIPTION": "Human rankings of language-model outputs: batches, prompts, rankings, "
+    "comparisons, streamed exports and frozen dataset snapshots.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its documentation page describe endpoints that need a login anyway.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# Exports name annotators only by a keyed HMAC of their user id: stable for one key,
+# unlinkable without it. Production requires a real secret (config/settings/production.py);
+# rotating it changes every pseudonym, and so the bytes of every re-exported snapshot.
+EXPORT_PSEUDONYM_KEY = (
+    env_str("EXPORT_PSEUDONYM_KEY") or "insecure-development-pseudonym-key-do-not-deploy"
+)
+
 # Celery. Without a broker, tasks run in-process (eagerly) so a laptop needs no Redis.
+# Two queues: `default` for quick work, `gpu` for training and sampling (one task at a time per
+# worker: `celery -A config worker -Q gpu --concurrency 1`).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "memory://"
 CELERY_TASK_ALWAYS_EAGER = env_str("CELERY_BROKER_URL") is None
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -103,6 +125,28 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"training.tasks.run_training": {"queue": "gpu"}}
+# A training task is acknowledged when it ends, so a worker that dies mid-run hands it back.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Limits of one training run. Redis redelivers an unacknowledged task after the visibility
+# timeout, so it must exceed the longest run or a healthy run would be started twice.
+TRAINING_TIME_LIMIT = env_int("RANKLOOP_TRAINING_TIME_LIMIT", 6 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": TRAINING_TIME_LIMIT + 3600}
+CELERY_TASK_ANNOTATIONS = {
+    "training.tasks.run_training": {
+        "time_limit": TRAINING_TIME_LIMIT,
+        "soft_time_limit": TRAINING_TIME_LIMIT - 60,
+    }
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# The training loop.
+# Retrain the reward model once this many comparisons arrived since the last run's snapshot.
+RETRAIN_MIN_NEW_COMPARISONS = env_int("RANKLOOP_RETRAIN_MIN_NEW_COMPARISONS", 500)
+# A running run whose worker has not reported for this long is marked failed (and retried once).
+RUN_HEARTBEAT_TIMEOUT = env_int("RANKLOOP_RUN_HEARTBEAT_TIMEOUT", 600)
 
 LOGGING = {
     "version": 1,

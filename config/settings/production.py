@@ -4,6 +4,7 @@ from config.env import env_int, env_required
 from config.settings.base import *  # noqa: F403
 
 SECRET_KEY = env_required("DJANGO_SECRET_KEY")
+EXPORT_PSEUDONYM_KEY = env_required("EXPORT_PSEUDONYM_KEY")
 DEBUG = False
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

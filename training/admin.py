@@ -1,0 +1,129 @@
+"""Admin pages for the training loop: runs with their curves, the model registry with
+promotion and rollback, and a "train now" button."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
+
+from training import services
+from training.charts import line_chart_svg, metric_series
+from training.models import ModelVersion, TrainingRun
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "status",
+        "progress_percent",
+        "worker",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["kind", "status"]
+    change_list_template = "admin/training/trainingrun/change_list.html"
+    readonly_fields = [
+        "kind",
+        "status",
+        "progress",
+        "curves",
+        "config",
+        "summary",
+        "parent",
+        "retry_of",
+        "worker",
+        "heartbeat_at",
+        "error",
+        "log",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    exclude = ["metrics"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="progress")
+    def progress_percent(self, run: TrainingRun) -> str:
+        return f"{run.progress:.0%}"
+
+    @admin.display(description="curves")
+    def curves(self, run: TrainingRun) -> SafeString:
+        keys = sorted({key for row in run.metrics for key in row if key not in ("step", "epoch")})
+        loss_keys = [key for key in keys if "loss" in key]
+        other_keys = [key for key in keys if key not in loss_keys]
+        charts = [
+            line_chart_svg({key: metric_series(run.metrics, key) for key in group}, title=title)
+            for title, group in (("losses", loss_keys), ("metrics", other_keys))
+            if group
+        ]
+        # The SVG is built from numbers and escaped names only (training.charts).
+        return mark_safe("".join(charts) or "no metrics yet")
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "train-now/", self.admin_site.admin_view(self.train_now), name="training_train_now"
+            ),
+            *super().get_urls(),
+        ]
+
+    def train_now(self, request: HttpRequest) -> HttpResponseRedirect:
+        changelist = reverse("admin:training_trainingrun_changelist")
+        if request.method != "POST":
+            return HttpResponseRedirect(changelist)
+        user = request.user if request.user.is_authenticated else None
+        try:
+            run = services.run_create(kind=TrainingRun.Kind.REWARD, created_by=user)
+        except services.RunAlreadyActive as exc:
+            messages.warning(request, str(exc))
+        else:
+            messages.success(request, f"Queued reward run {run.pk}.")
+        return HttpResponseRedirect(changelist)
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "kind", "version", "status", "accuracy", "created_at", "promoted_at"]
+    list_filter = ["kind", "status"]
+    readonly_fields = [
+        "kind",
+        "version",
+        "run",
+        "artifact_path",
+        "sha256",
+        "metrics",
+        "status",
+        "status_reason",
+        "created_at",
+        "promoted_at",
+        "rolled_back_at",
+    ]
+    actions = ["promote"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="held-out accuracy")
+    def accuracy(self, version: ModelVersion) -> str:
+        value = version.metrics.get("accuracy")
+        return format_html("{}", f"{value:.1%}") if isinstance(value, float) else "—"
+
+    @admin.action(description="Promote the selected model (one per kind)")
+    def promote(self, request: HttpRequest, queryset: Any) -> None:
+        if queryset.count() != 1:
+            messages.error(request, "Select exactly one model to promote.")
+            return
+        try:
+            version = services.model_promote(version=queryset.get(), reason="promoted by an admin")
+        except services.ArtifactIncomplete as exc:
+            messages.error(request, str(exc))
+            return
+        messages.success(request, f"{version} is promoted.")
