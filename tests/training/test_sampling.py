@@ -7,6 +7,7 @@ from training.ppo import PolicyWithValue, tiny_policy
 from training.sampling import encode_prompt, sample_completions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["Name a fruit", [{"role": "user", "content": "Say hi"}], "Count to three"]
 
 
