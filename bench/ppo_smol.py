@@ -3,15 +3,16 @@
     python bench/ppo_smol.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf [--reward-model DIR]
                              [--minutes 15] [--batch-size 4] [--max-new-tokens 40]
 
-1. Data: ../shared/data/hh_rlhf_{helpful,harmless}_base_test.jsonl, split 80/20 BY PROMPT with a
-   fixed seed. Single-turn prompts only (SmolLM2 is small and the responses are short).
+1. Data: ../shared/data/hh_rlhf_{helpful,harmless}_base_test.jsonl, split 90/10 BY PROMPT with
+   seed 0, the split of bench/reward_accuracy.py: a reward model saved by that bench never saw
+   the 10% side. Single-turn prompts only (SmolLM2 is small and the responses are short).
 2. Reward model: `--reward-model DIR` (a `rewards` artifact), or one trained here on the 80% side
    when none is given: all-MiniLM-L6-v2 in head mode (frozen backbone, scalar head over mean
    pooled features), `--rm-pairs` pairs; saved to `--rm-dir` and reused by the next run. Its
-   held-out pair accuracy on the 20% side is printed.
+   held-out pair accuracy on the 10% side is printed.
 3. PPO (`training.ppo.run_ppo`): SmolLM2-135M-Instruct from the GGUF file as the policy and the
-   frozen reference, prompts from the 80% side, as many steps as fit in `--minutes`.
-4. Win rate: on `--eval-prompts` prompts of the 20% side (seen by neither the reward model nor
+   frozen reference, prompts from the 90% side, as many steps as fit in `--minutes`.
+4. Win rate: on `--eval-prompts` prompts of the 10% side (seen by neither the reward model nor
    PPO), one sampled answer from the final policy and one from the reference (same seed and
    settings); the reward model prefers which? Ties count half.
 
@@ -76,9 +77,11 @@ def reward_model(args: argparse.Namespace, train: list, held_out: list):
         model = load_reward_model(rm_dir)
         source = f"trained here: minilm head mode, {args.rm_pairs} pairs, {rm_dir}"
     test = held_out[: args.rm_eval_pairs]
-    scores = [model.score(r.messages, r.completions, normalize=False) for r in test]
-    accuracy = evaluate_scores(test, scores)
-    print(f"reward model ({source}): held-out accuracy on {len(test)} pairs: {accuracy}")
+    accuracy = {}
+    if test:
+        scores = [model.score(r.messages, r.completions, normalize=False) for r in test]
+        accuracy = evaluate_scores(test, scores)
+    print(f"reward model ({source}): held-out metrics on {len(test)} pairs: {accuracy}")
     return model, source, accuracy
 
 
@@ -94,9 +97,9 @@ def main() -> None:
     parser.add_argument("--minibatch-size", type=int, default=2)
     parser.add_argument("--ppo-epochs", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--learning-rate", type=float, default=1e-5)
-    parser.add_argument("--kl-coef", type=float, default=0.05)
-    parser.add_argument("--target-kl", type=float, default=6.0)
+    parser.add_argument("--learning-rate", type=float, default=PPOConfig.learning_rate)
+    parser.add_argument("--kl-coef", type=float, default=PPOConfig.kl_coef)
+    parser.add_argument("--target-kl", type=float, default=PPOConfig.target_kl)
     parser.add_argument("--lora-r", type=int, default=0)
     parser.add_argument("--eval-prompts", type=int, default=32)
     parser.add_argument("--eval-max-new-tokens", type=int, default=48)
@@ -108,7 +111,7 @@ def main() -> None:
     from rewards.data import load_rankings, split_by_prompt
 
     rankings = [r for f in FILES for r in load_rankings(DATA / f)]
-    train, held_out = split_by_prompt(rankings, 0.2, seed=args.seed)
+    train, held_out = split_by_prompt(rankings, 0.1, seed=args.seed)
     train_prompts, eval_prompts = single_turn(train, 300), single_turn(held_out, 300)
     print(
         f"{len(rankings)} pairs: {len(train)} train, {len(held_out)} held out (by prompt); "

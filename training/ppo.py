@@ -63,6 +63,12 @@ RewardFn = Callable[[list[Prompt], list[str]], "list[float] | torch.Tensor"]
 
 @dataclass
 class PPOConfig:
+    """Hyperparameters; saved in meta.json next to the weights and on the training-run row.
+
+    The KL controller's defaults (beta 0.15, target 6 nats, horizon 10000) and the learning rate
+    are those of OpenAI's lm-human-preferences (Ziegler et al. 2019), as Huang et al. 2024 list.
+    """
+
     policy: str = "tiny"  # "tiny", a Hugging Face directory, a .gguf file, or a saved policy
     seed: int = 0  # seeds Python, NumPy and torch: a tiny CPU run repeats bit for bit
     steps: int = 30  # PPO iterations, each one rollout batch and its update
@@ -74,7 +80,7 @@ class PPOConfig:
     max_prompt_tokens: int = 256  # longer prompts keep their end
     chat_template: bool = True  # render prompts with the tokenizer's chat template if it has one
     temperature: float = 1.0  # sampling temperature, also applied to the logits in training
-    learning_rate: float = 1e-5  # Adam step size
+    learning_rate: float = 1e-5  # Adam step size (full fine-tuning; LoRA wants ~1e-4)
     adam_eps: float = 1e-5  # Adam epsilon (Huang et al. 2024: 1e-5, not PyTorch's 1e-8)
     max_grad_norm: float = 1.0  # gradient clipping by global norm
     gamma: float = 1.0  # discount: an episode is one response, no reason to discount
@@ -82,7 +88,7 @@ class PPOConfig:
     clip_range: float = 0.2  # policy ratio clipped to [1 - c, 1 + c]
     clip_range_value: float = 0.2  # value prediction clipped to old value +- c
     vf_coef: float = 0.1  # weight of the value loss
-    kl_coef: float = 0.05  # beta: initial weight of the per-token KL penalty
+    kl_coef: float = 0.15  # beta: initial weight of the per-token KL penalty
     kl_estimator: str = "k1"  # "k1" (log ratio, unbiased, can be < 0) or "k3" (>= 0, low variance)
     adaptive_kl: bool = True  # adapt beta towards target_kl (Ziegler et al. 2019)
     target_kl: float = 6.0  # KL per response (nats, summed over tokens) the controller aims at
