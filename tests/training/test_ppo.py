@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from rewards.artifacts import save_reward_model
+from rewards.model import build_reward_model
 from training.ppo import (
     AdaptiveKLController,
     ArtifactError,
@@ -22,9 +24,12 @@ from training.ppo import (
     masked_whiten,
     parse_hh,
     read_prompts,
+    response_logprobs,
     reward_fn_from_scorer,
+    reward_fn_from_spec,
     run_ppo,
     save_policy,
+    sha256_file,
     synthetic_reward,
     tiny_policy,
 )
@@ -321,8 +326,6 @@ def test_a_pickle_is_refused_even_with_a_matching_hash(saved, tmp_path: Path) ->
     subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
     torch.save({"w": torch.zeros(1)}, copy / "model.safetensors")
     meta = json.loads((copy / "meta.json").read_text())
-    from training.ppo import sha256_file
-
     meta["sha256"]["model.safetensors"] = sha256_file(copy / "model.safetensors")
     (copy / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="pickle"):
@@ -376,14 +379,38 @@ def test_a_saved_policy_is_the_starting_point_of_the_next_run(saved) -> None:
 
 
 def test_a_reward_model_directory_from_the_rewards_library_scores_responses(tmp_path: Path) -> None:
-    artifacts = pytest.importorskip("rewards.artifacts", reason="the rewards library (issue 5)")
-    from rewards.model import build_reward_model
-
-    from training.ppo import reward_fn_from_spec
-
     model = build_reward_model("tiny", max_length=64, seed=0)
-    artifacts.save_reward_model(model, tmp_path, config={}, metrics={}, data_sha256="")
+    save_reward_model(model, tmp_path, config={}, metrics={}, data_sha256="")
     reward_fn = reward_fn_from_spec(str(tmp_path))
     scores = torch.as_tensor(reward_fn(["Hi", "Hi", "Bye"], ["hello", "yo", "ciao"]))
     expected = model.score("Hi", ["hello", "yo"]) + model.score("Bye", ["ciao"])
     torch.testing.assert_close(scores, torch.tensor(expected))
+
+
+def test_recomputed_log_probabilities_match_those_of_the_rollout() -> None:
+    # Huang et al. 2024: the forward pass of the update must see what generation saw (left
+    # padding, position ids from the mask), or PPO's ratios start away from 1.
+    lm, tokenizer = tiny_policy(seed=0)
+    prompts = [encode_prompt(tokenizer, p) for p in ["Hi", "A longer prompt here", "Mid one"]]
+    query, query_mask = left_pad(prompts, tokenizer.pad_token_id)  # (3, P)
+    torch.manual_seed(0)
+    out = lm.generate(
+        input_ids=query,
+        attention_mask=query_mask,
+        do_sample=True,
+        top_k=0,
+        max_new_tokens=6,
+        min_new_tokens=6,  # no EOS, so every logit row belongs to a real response token
+        pad_token_id=tokenizer.pad_token_id,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    response = out.sequences[:, query.shape[1] :]  # (3, R)
+    rollout = torch.stack(out.logits, dim=1).log_softmax(-1)  # (3, R, V)
+    rollout_logprobs = rollout.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (3, R)
+    ids = torch.cat([query, response], dim=1)
+    mask = torch.cat([query_mask, torch.ones_like(response)], dim=1)
+    with torch.no_grad():
+        logits, _ = PolicyWithValue(lm).eval()(ids, mask)
+    logprobs, _ = response_logprobs(logits, response, query.shape[1], temperature=1.0)
+    torch.testing.assert_close(logprobs, rollout_logprobs, atol=1e-4, rtol=1e-4)
