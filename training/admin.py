@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString, mark_safe
 from training import services
 from training.charts import line_chart_svg, metric_series
 from training.models import ModelVersion, TrainingRun
+from training.reward_runs import SnapshotsUnavailable, reward_run_create
 
 
 @admin.register(TrainingRun)
@@ -81,8 +82,8 @@ class TrainingRunAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(changelist)
         user = request.user if request.user.is_authenticated else None
         try:
-            run = services.run_create(kind=TrainingRun.Kind.REWARD, created_by=user)
-        except services.RunAlreadyActive as exc:
+            run = reward_run_create(created_by=user)
+        except (services.RunAlreadyActive, SnapshotsUnavailable) as exc:
             messages.warning(request, str(exc))
         else:
             messages.success(request, f"Queued reward run {run.pk}.")

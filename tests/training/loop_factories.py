@@ -2,7 +2,10 @@
 
 import random
 
+from rest_framework.test import APIClient
+
 from annotation.models import Completion, Prompt, PromptBatch
+from annotation.roles import Role, user_set_role
 from annotation.services import ranking_submit
 from tests.factories import BatchFactory, UserFactory
 
@@ -48,3 +51,39 @@ def learnable_batch(
         for person in people:
             ranking_submit(prompt=prompt, groups=[c.pk for c in best_first], annotator=person)
     return batch
+
+
+def rank_through_api(*, annotators: int, prompts: int, seed: int = 0) -> tuple[PromptBatch, int]:
+    """A published batch ranked by `annotators` people through the annotation API, the way the
+    ranking page does it: next assignment, then its ranking. Returns the batch and the number
+    of rankings the API accepted."""
+    rng = random.Random(seed)
+    batch = BatchFactory(k_min=3, k_max=3, overlap=annotators)
+    words = ["good", "okay", "bad"]
+    for i in range(prompts):
+        prompt = Prompt.objects.create(
+            batch=batch, text=f"question {seed}-{i}?", external_id=f"api{seed}-{i}"
+        )
+        for position, word in enumerate(rng.sample(words, 3)):
+            Completion.objects.create(
+                prompt=prompt, position=position, text=f"{rng.choice(['so', 'well'])} {word}"
+            )
+    accepted = 0
+    for _ in range(annotators):
+        person = UserFactory()
+        user_set_role(user=person, role=Role.ANNOTATOR)
+        client = APIClient()
+        client.force_authenticate(person)
+        while (response := client.get("/api/v1/assignments/next/")).status_code == 200:
+            assignment = response.json()
+            shown = assignment["completions"]
+            best_first = sorted(shown, key=lambda c: words.index(c["text"].split()[-1]))
+            submitted = client.post(
+                f"/api/v1/assignments/{assignment['id']}/ranking/",
+                {"order": [c["id"] for c in best_first]},
+                format="json",
+            )
+            assert submitted.status_code == 201, submitted.content
+            accepted += 1
+        assert response.status_code == 204, response.content
+    return batch, accepted

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from annotation.roles import Role, user_set_role
 from tests.factories import UserFactory
 from tests.processes import CeleryWorker, RedisServer, wait_until
-from tests.training.loop_factories import TINY_TRAIN, learnable_batch
+from tests.training.loop_factories import TINY_TRAIN, learnable_batch, rank_through_api
 from training.models import ModelVersion, TrainingRun
 from training.tasks import reap_stale_runs, retrain_if_due
 
@@ -53,7 +53,8 @@ def test_the_worker_retrains_registers_promotes_and_the_api_scores(
     start_worker: StartWorker, loop: dict[str, str]
 ) -> None:
     worker = start_worker(env=loop)
-    learnable_batch(prompts=24)
+    _, accepted = rank_through_api(annotators=2, prompts=12)
+    assert accepted == 24  # 72 comparisons, above the threshold of 50
 
     retrain_if_due.delay()
 
@@ -130,8 +131,11 @@ def test_training_queued_while_redis_is_down_runs_once_it_is_back(
 ) -> None:
     learnable_batch(prompts=24)
     worker = start_worker(env=loop)
-    # given Redis is down when a run is queued
+    # given Redis is down: annotators still rank through the API
     broker.stop()
+    _, accepted = rank_through_api(annotators=1, prompts=4, seed=9)
+    assert accepted == 4
+    # and a run is queued meanwhile
     started = time.monotonic()
     call_command("train_reward")
     assert time.monotonic() - started < 60
