@@ -43,6 +43,7 @@ from django.utils import timezone
 from annotation.models import Assignment, Prompt, PromptBatch, Ranking
 from annotation.selectors import assignment_get_for_annotator
 from annotation.services import RankingConflict, ranking_submit
+from annotation.transactions import retry_aborted_transaction
 
 # A claim that loses every candidate it locks to a concurrent claimer tries again, this many
 # times, before reporting that nothing is left. Each retry sees the other claims committed.
@@ -67,6 +68,7 @@ def lease_duration() -> timedelta:
     return timedelta(minutes=settings.ANNOTATION_LEASE_MINUTES)
 
 
+@retry_aborted_transaction()
 def assignment_next(*, annotator: User) -> Assignment | None:
     """The annotator's active lease if they hold one, else a new lease on the next prompt in
     the queue, else None when no published batch has a prompt left for them.
@@ -305,6 +307,7 @@ def _close_lapsed(assignments: QuerySet[Assignment], *, now: datetime) -> int:
     return len(expired)
 
 
+@retry_aborted_transaction()
 @transaction.atomic
 def assignment_submit(
     *,
@@ -351,6 +354,7 @@ def assignment_submit(
     return SubmittedRanking(ranking=ranking, comparisons=comparisons)
 
 
+@retry_aborted_transaction()
 @transaction.atomic
 def assignment_skip(*, annotator: User, assignment_id: int, reason: str = "") -> Assignment:
     """Give the leased prompt back to the pool; the annotator will not be offered it again.
