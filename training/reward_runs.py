@@ -2,7 +2,7 @@
 and promote it when it is not worse than the promoted one on the held-out prompts.
 
 The held-out prompts are fixed: every snapshot is split with the same seed and fraction
-(`annotation.snapshots`: a prompt's side depends only on its id), so the prompts that judge a
+(`annotation.snapshots`: a prompt's side depends only on its text), so the prompts that judge a
 model never train any model, and two models are compared on the same prompts.
 """
 
