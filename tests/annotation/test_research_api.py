@@ -126,3 +126,7 @@ def test_the_schema_and_its_documentation_page_are_served() -> None:
     names = {p["name"] for p in paths["/api/v1/exports/{kind}.{fmt}"]["get"]["parameters"]}
     assert {"batch", "annotator", "pairs", "ties", "split_test", "seed", "snapshot"} <= names
     assert docs.status_code == 200
+    # its scripts come from this server, never from a CDN
+    page = docs.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
+    assert "cdn" not in page.lower()
