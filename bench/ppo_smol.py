@@ -17,8 +17,8 @@ importing it: the package itself needs llama-cpp, which this bench does not).
    frozen reference, prompts from the 90% side, as many steps as fit in `--minutes`.
 4. Win rate: on `--eval-prompts` prompts of the 10% side (seen by neither the reward model nor
    PPO), one answer from the final policy and one from the reference, sampled with the same
-   seed and settings (temperature 0.7, top-p 0.95); the reward model prefers which? Ties count
-   half.
+   seed and settings (temperature 0.7, top-p 0.95); the reward model prefers which? Ties
+   (identical answers included) count half.
 
 Prints the reward and KL of every PPO step, then the win rate; `--json FILE` writes everything.
 """
@@ -198,7 +198,9 @@ def main() -> None:
                 p.copy_(start)
     ref = [c[0] for c in sample_completions(base, tokenizer, prompts, **settings)]
     pairs = [rm.score(p, [a, b]) for p, a, b in zip(prompts, final, ref, strict=True)]
-    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in pairs)
+    # identical answers are ties: scoring them in one padded batch differs in the 7th digit
+    same = [x == y for x, y in zip(final, ref, strict=True)]
+    wins = sum(0.5 if t or a == b else float(a > b) for t, (a, b) in zip(same, pairs, strict=True))
     win_rate = wins / len(pairs)
     mean_final = sum(a for a, _ in pairs) / len(pairs)
     mean_ref = sum(b for _, b in pairs) / len(pairs)
