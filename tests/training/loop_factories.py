@@ -27,7 +27,10 @@ def learnable_batch(
 ) -> PromptBatch:
     """Prompts with K=3 completions where "good" beats "okay" beats "bad", ranked by humans."""
     rng = random.Random(seed)
-    batch = BatchFactory(k_min=2, k_max=9, **({"name": name} if name else {}))
+    # Closed: its rankings are training data, but no annotator is offered its prompts.
+    batch = BatchFactory(
+        k_min=2, k_max=9, status=PromptBatch.Status.CLOSED, **({"name": name} if name else {})
+    )
     people = [UserFactory() for _ in range(annotators)]
     for i in range(prompts):
         prompt = Prompt.objects.create(
