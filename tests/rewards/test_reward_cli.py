@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from reward_factories import separable_rankings, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*args: str) -> dict | list:
+def run(*args: str) -> Any:
     done = subprocess.run(
         [sys.executable, "-m", "rewards", *args],
         cwd=ROOT,

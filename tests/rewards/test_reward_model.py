@@ -82,7 +82,9 @@ def test_top_n_trains_the_backbones_own_layers():
     assert not any(name.startswith("backbone.layers.0.") for name in trainable)
     assert "backbone.embed_tokens.weight" not in trainable
     top_params = {id(p) for p in model.top(1).parameters()}
-    assert id(model.backbone.layers[1].mlp.up_proj.weight) in top_params
+    layers = model.backbone.layers
+    assert isinstance(layers, torch.nn.ModuleList)
+    assert id(layers[1].mlp.up_proj.weight) in top_params
 
 
 def test_minilm_from_the_installed_package_is_a_mean_pooled_encoder():

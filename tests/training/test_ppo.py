@@ -394,7 +394,7 @@ def test_recomputed_log_probabilities_match_those_of_the_rollout() -> None:
     prompts = [encode_prompt(tokenizer, p) for p in ["Hi", "A longer prompt here", "Mid one"]]
     query, query_mask = left_pad(prompts, tokenizer.pad_token_id)  # (3, P)
     torch.manual_seed(0)
-    out = lm.generate(
+    out = lm.generate(  # type: ignore[operator]
         input_ids=query,
         attention_mask=query_mask,
         do_sample=True,
