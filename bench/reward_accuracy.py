@@ -22,7 +22,7 @@ import re
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -146,10 +146,9 @@ def main() -> None:
         )
 
     for spec in args.runs:
-        config = TrainConfig(seed=args.seed, cache_dir=args.cache_dir)
+        settings: dict = {"seed": args.seed, "cache_dir": args.cache_dir}
         if spec != "default":
-            mode, n = parse_run(spec)
-            config = replace(config, mode=mode, top_n=n)
+            settings["mode"], settings["top_n"] = parse_run(spec)
         overrides = {
             "base": args.base,
             "epochs": args.epochs,
@@ -157,7 +156,8 @@ def main() -> None:
             "head_lr": args.head_lr,
             "max_length": args.max_length,
         }
-        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        config = TrainConfig(**settings)
         started = time.perf_counter()
         name = f"{config.base} {config.mode}" + (
             f" N={config.top_n}" if config.mode == "top-n" else ""

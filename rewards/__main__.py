@@ -31,6 +31,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif f.name == "cache_dir":
             parser.add_argument(flag, default=default)
+        elif f.name == "epochs":
+            parser.add_argument(flag, type=int, default=default, help="default: 30 head, 1 others")
         else:
             parser.add_argument(flag, type=type(default), default=default)
 

@@ -43,13 +43,13 @@ class TrainConfig:
     """Hyperparameters; saved in meta.json next to the weights and on the training-run row."""
 
     base: str = "minilm"  # "tiny", "minilm", a local Hugging Face directory or a .gguf file
-    mode: str = "top-n"  # "head" (frozen backbone), "top-n" (top N layers train) or "full"
+    mode: str = "head"  # "head" (frozen backbone), "top-n" (top N layers train) or "full"
     top_n: int = 2  # layers that train in top-n mode
     max_length: int = 128  # tokens per (conversation, completion); conversation cut on the left
-    epochs: int = 2  # passes over the training rankings
+    epochs: int | None = None  # passes over the training rankings; None: 30 head, 1 otherwise
     batch_size: int = 8  # rankings per micro-batch (each ranking scores all its K completions)
     grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 3e-5  # peak learning rate of the backbone layers that train
+    lr: float = 1e-4  # peak learning rate of the backbone layers that train
     head_lr: float = 1e-3  # peak learning rate of the scalar head
     weight_decay: float = 0.01  # AdamW decoupled weight decay (not applied to biases and norms)
     warmup_fraction: float = 0.1  # share of the steps with linear warm-up from 0
@@ -62,6 +62,11 @@ class TrainConfig:
     cache_dir: str | None = None  # where head/top-n caches persist between runs (None: memory)
     embed_batch_size: int = 32  # sequences per forward pass when filling the caches
     max_grad_norm: float = 1.0  # gradient clipping
+
+    def __post_init__(self) -> None:
+        # The head trains in seconds per epoch on cached features; a backbone pass is costly.
+        if self.epochs is None:
+            self.epochs = 30 if self.mode == "head" else 1
 
 
 def seed_everything(seed: int) -> None:
@@ -238,7 +243,8 @@ def fit_reward_model(
     # 4. the loop
     optimizer = torch.optim.AdamW(_param_groups(model, config))
     batches_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = math.ceil(batches_per_epoch / config.grad_accum) * config.epochs
+    epochs = config.epochs or 1
+    total_steps = math.ceil(batches_per_epoch / config.grad_accum) * epochs
     warmup = max(1, int(config.warmup_fraction * total_steps))
     peak = [g["lr"] for g in optimizer.param_groups]
     generator = torch.Generator().manual_seed(config.seed)
@@ -249,7 +255,7 @@ def fit_reward_model(
     history: list[dict[str, Any]] = []
     step = 0
     bar = tqdm(total=total_steps, desc=f"reward {config.mode}", unit="step")
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(train), generator=generator).tolist()
         batches = [

@@ -81,3 +81,10 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert max(rates) == pytest.approx(1.0)
     assert rates[-1] == pytest.approx(0.1, abs=1e-3)
     assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+
+
+def test_default_is_the_cached_head_and_epochs_follow_the_mode():
+    assert TrainConfig().mode == "head"
+    assert TrainConfig().epochs == 30
+    assert TrainConfig(mode="top-n").epochs == 1
+    assert TrainConfig(mode="full", epochs=3).epochs == 3
