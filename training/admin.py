@@ -92,7 +92,16 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "kind", "version", "status", "accuracy", "created_at", "promoted_at"]
+    list_display = [
+        "__str__",
+        "kind",
+        "version",
+        "status",
+        "accuracy",
+        "human_agreement",
+        "created_at",
+        "promoted_at",
+    ]
     list_filter = ["kind", "status"]
     readonly_fields = [
         "kind",
@@ -116,6 +125,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def accuracy(self, version: ModelVersion) -> str:
         value = version.metrics.get("accuracy")
         return format_html("{}", f"{value:.1%}") if isinstance(value, float) else "—"
+
+    @admin.display(description="annotators' own agreement")
+    def human_agreement(self, version: ModelVersion) -> str:
+        """The same held-out pairs judged by two annotators: the ceiling for the accuracy."""
+        value = version.metrics.get("human_agreement")
+        return f"{value:.1%}" if isinstance(value, float) else "—"
 
     @admin.action(description="Promote the selected model (one per kind)")
     def promote(self, request: HttpRequest, queryset: Any) -> None:

@@ -9,6 +9,8 @@ model never train any model, and two models are compared on the same prompts.
 import logging
 import os
 import shutil
+from collections import defaultdict
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +113,9 @@ def reward_run_execute(run: TrainingRun) -> dict[str, Any]:
     )
     # The artifact appears under its final name only once completely written.
     os.replace(partial, final)
+    headline = {**_headline(metrics), "human_agreement": human_pairwise_agreement(heldout)}
     version = services.model_version_register(
-        kind="reward", artifact_dir=final, metrics=_headline(metrics), run=run
+        kind="reward", artifact_dir=final, metrics=headline, run=run
     )
     decision = _promote_if_not_worse(version, heldout)
     return {
@@ -149,6 +152,24 @@ def _promote_if_not_worse(version: ModelVersion, heldout: list[Any]) -> str:
         )
     ModelVersion.objects.filter(pk=version.pk).update(status_reason=reason)
     return reason
+
+
+def human_pairwise_agreement(rankings: list[Any]) -> float | None:
+    """How often two annotators of the same prompt order a pair the same way: the ceiling a
+    reward model's pairwise accuracy is read against. Pairs either of them tied are left out;
+    None when no prompt has two rankings."""
+    by_prompt: dict[tuple[str, tuple[str, ...]], list[list[int]]] = defaultdict(list)
+    for ranking in rankings:
+        by_prompt[(ranking.prompt_key, tuple(ranking.completions))].append(ranking.rank_of())
+    agree = total = 0
+    for ranks in by_prompt.values():
+        for a, b in combinations(ranks, 2):
+            for i, j in combinations(range(len(a)), 2):
+                if min(a[i], a[j], b[i], b[j]) < 0 or a[i] == a[j] or b[i] == b[j]:
+                    continue
+                total += 1
+                agree += (a[i] < a[j]) == (b[i] < b[j])
+    return agree / total if total else None
 
 
 def _accuracy_on(version: ModelVersion, rankings: list[Any]) -> float | None:

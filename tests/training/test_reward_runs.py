@@ -13,7 +13,7 @@ from annotation.roles import Role, user_set_role
 from tests.factories import UserFactory
 from tests.training.loop_factories import TINY_TRAIN, learnable_batch
 from training.models import ModelVersion, TrainingRun
-from training.reward_runs import retrain_if_due
+from training.reward_runs import human_pairwise_agreement, retrain_if_due
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("postgres")]
 
@@ -148,3 +148,18 @@ def test_two_retrain_if_due_calls_at_once_create_one_run_and_one_snapshot() -> N
     assert TrainingRun.objects.count() == 1
     # the loser's snapshot was rolled back with its run
     assert DatasetSnapshot.objects.count() == 1
+
+
+def test_human_agreement_counts_pairs_two_annotators_order_alike() -> None:
+    from rewards.data import Ranking as RankedCompletions
+
+    chat = [{"role": "user", "content": "q"}]
+    texts = ["a", "b", "c"]
+    first = RankedCompletions(chat, texts, [[0], [1], [2]])
+    second = RankedCompletions(chat, texts, [[0], [2], [1]])  # disagrees on (b, c) only
+    tied = RankedCompletions(chat, texts, [[0, 1], [2]])  # its tie (a, b) is left out
+
+    assert human_pairwise_agreement([first, second]) == pytest.approx(2 / 3)
+    # first-second 2/3, first-tied 2/2, second-tied 1/2: 5 of 7
+    assert human_pairwise_agreement([first, second, tied]) == pytest.approx(5 / 7)
+    assert human_pairwise_agreement([first]) is None
