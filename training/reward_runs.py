@@ -95,7 +95,10 @@ def reward_run_execute(run: TrainingRun) -> dict[str, Any]:
     heldout = rankings_from_records(_usable(snapshot_rankings(snapshot=snapshot, split=Split.TEST)))
     if not train:
         raise ValueError(f"snapshot {snapshot.pk} has no training rankings with comparisons")
-    config = TrainConfig(**run.config.get("train", {}))
+    # Features of the frozen layers persist between runs: a retrain on a grown data set only
+    # embeds the completions it has not seen.
+    cache_dir = str(Path(settings.ARTIFACT_ROOT) / "feature-cache")
+    config = TrainConfig(**{"cache_dir": cache_dir, **run.config.get("train", {})})
     services.run_report(
         run=run, progress=0.0, log=f"{len(train)} training and {len(heldout)} held-out rankings"
     )
