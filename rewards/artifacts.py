@@ -31,7 +31,7 @@ WEIGHTS = "model.safetensors"
 
 
 class ArtifactError(ValueError):
-    """The directory is not a reward model this code can trust."""
+    """The directory is not an artifact (reward model or policy) this code can trust."""
 
 
 def sha256_file(path: Path) -> str:
@@ -86,7 +86,7 @@ def save_reward_model(
     return out
 
 
-def _check_safetensors(path: Path) -> None:
+def check_safetensors(path: Path) -> None:
     """A safetensors file starts with an 8-byte header length and a JSON header."""
     with open(path, "rb") as f:
         head = f.read(9)
@@ -117,7 +117,7 @@ def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
         file = root / name
         if not file.is_file() or sha256_file(file) != digest:
             raise ArtifactError(f"{file}: sha256 does not match meta.json (modified or missing)")
-    _check_safetensors(root / WEIGHTS)
+    check_safetensors(root / WEIGHTS)
 
     from transformers import AutoTokenizer
 

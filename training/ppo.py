@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
-import platform
 import random
-import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -34,10 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
 import torch
 import torch.nn.functional as F
-import transformers
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from tqdm import tqdm
@@ -51,6 +46,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from rewards.artifacts import ArtifactError, check_safetensors, library_versions, sha256_file
 from training.sampling import Prompt, decode, encode_prompt, generate, position_ids
 
 RewardFn = Callable[[list[Prompt], list[str]], "list[float] | torch.Tensor"]
@@ -205,10 +201,6 @@ TINY = "tiny"
 POLICY_FORMAT = "rankloop-policy/1"
 WEIGHTS = "model.safetensors"
 VALUE_HEAD = "value_head.safetensors"
-
-
-class ArtifactError(ValueError):
-    """The directory is not a policy this code can trust."""
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -384,14 +376,6 @@ def reward_fn_from_spec(spec: str, device: str = "cpu") -> RewardFn:
 # ---------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_policy(
     policy: PolicyWithValue,
     tokenizer: PreTrainedTokenizerBase,
@@ -437,26 +421,11 @@ def save_policy(
         "config": asdict(config),
         "metrics": (metrics or [])[-1:],
         "steps": len(metrics or []),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "safetensors": safetensors.__version__,
-        },
+        "versions": library_versions(),
         "sha256": {str(f.relative_to(out)): sha256_file(f) for f in files if f.is_file()},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return out
-
-
-def _check_safetensors(path: Path) -> None:
-    """A safetensors file starts with an 8-byte header length and a JSON header."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise ArtifactError(f"{path} is a pickle / torch.save checkpoint: refused, never unpickled")
-    if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > 100_000_000:
-        raise ArtifactError(f"{path} is not a safetensors file")
 
 
 def read_policy_meta(path: str | Path) -> dict[str, Any]:
@@ -486,8 +455,8 @@ def load_policy(
         file = root / name
         if not file.is_file() or sha256_file(file) != digest:
             raise ArtifactError(f"{file}: sha256 does not match meta.json (modified or missing)")
-    _check_safetensors(root / WEIGHTS)
-    _check_safetensors(root / VALUE_HEAD)
+    check_safetensors(root / WEIGHTS)
+    check_safetensors(root / VALUE_HEAD)
 
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(root / "config"))
