@@ -158,6 +158,13 @@ def _promote_if_not_worse(version: ModelVersion, heldout: list[Any]) -> str:
         kind="reward", status=ModelVersion.Status.PROMOTED
     ).first()
     new_accuracy = version.metrics.get("accuracy")
+    floor = settings.REWARD_MIN_ACCURACY
+    if new_accuracy is not None and new_accuracy < floor:
+        reason = (
+            f"kept as candidate: held-out accuracy {new_accuracy:.3f} is below the floor {floor}"
+        )
+        ModelVersion.objects.filter(pk=version.pk).update(status_reason=reason)
+        return reason
     if current is None:
         services.model_promote(version=version, reason="first reward model")
         return "promoted: first reward model"

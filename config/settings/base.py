@@ -164,6 +164,8 @@ REWARD_HELDOUT_SEED = env_int("RANKLOOP_REWARD_HELDOUT_SEED", 0)
 # A new reward model is promoted unless its held-out accuracy is below the promoted one's by
 # more than this.
 REWARD_PROMOTION_TOLERANCE = float(env_str("RANKLOOP_REWARD_PROMOTION_TOLERANCE") or 0.01)
+# Nor is a model promoted whose held-out accuracy is below this (0.5: a coin).
+REWARD_MIN_ACCURACY = float(env_str("RANKLOOP_REWARD_MIN_ACCURACY") or 0.5)
 # rewards.train.TrainConfig fields for runs from the loop, e.g. {"base": "tiny"} for a demo.
 REWARD_TRAIN_DEFAULTS = env_json("RANKLOOP_REWARD_TRAIN", {})
 # A running run whose worker has not reported for this long is marked failed (and retried once).

@@ -163,3 +163,20 @@ def test_human_agreement_counts_pairs_two_annotators_order_alike() -> None:
     # first-second 2/3, first-tied 2/2, second-tied 1/2: 5 of 7
     assert human_pairwise_agreement([first, second, tied]) == pytest.approx(5 / 7)
     assert human_pairwise_agreement([first]) is None
+
+
+def test_a_model_below_the_accuracy_floor_is_never_promoted(settings) -> None:
+    settings.REWARD_MIN_ACCURACY = 1.01  # unreachable: even a perfect model stays a candidate
+    learnable_batch(prompts=24)
+
+    run = retrain_if_due()
+
+    assert run is not None
+    version = ModelVersion.objects.get(run=run)
+    assert version.status == "candidate"
+    assert "is below the floor 1.01" in version.status_reason
+    client = _researcher_client()
+    response = client.post(
+        "/api/v1/reward/score/", {"prompt": "q?", "completions": ["a"]}, format="json"
+    )
+    assert response.status_code == 503
