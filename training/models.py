@@ -34,6 +34,14 @@ class TrainingRun(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     config = models.JSONField(default=dict, blank=True, help_text="Hyperparameters as run.")
+    snapshot = models.ForeignKey(
+        "annotation.DatasetSnapshot",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="training_runs",
+        help_text="The frozen rankings this run trained on.",
+    )
     parent = models.ForeignKey(
         "ModelVersion",
         null=True,

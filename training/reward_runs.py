@@ -58,7 +58,6 @@ def reward_run_create(
         created_by=created_by,
     )
     config = {
-        "snapshot_id": snapshot.pk,
         "comparison_max_id": comparison_max_id,
         "batches": batches or [],
         "train": {**settings.REWARD_TRAIN_DEFAULTS, **(train_config or {})},
@@ -67,7 +66,11 @@ def reward_run_create(
         kind="reward", status=ModelVersion.Status.PROMOTED
     ).first()
     return services.run_create(
-        kind=TrainingRun.Kind.REWARD, config=config, parent=promoted, created_by=created_by
+        kind=TrainingRun.Kind.REWARD,
+        config=config,
+        parent=promoted,
+        created_by=created_by,
+        snapshot=snapshot,
     )
 
 
@@ -91,7 +94,9 @@ def reward_run_execute(run: TrainingRun) -> dict[str, Any]:
     from rewards.data import rankings_from_records
     from rewards.train import TrainConfig, train_reward_model
 
-    snapshot = snapshot_get(snapshot_id=run.config["snapshot_id"])
+    if run.snapshot_id is None:
+        raise ValueError(f"run {run.pk} has no dataset snapshot to train on")
+    snapshot = snapshot_get(snapshot_id=run.snapshot_id)
     train = rankings_from_records(_usable(snapshot_rankings(snapshot=snapshot, split=Split.TRAIN)))
     heldout = rankings_from_records(_usable(snapshot_rankings(snapshot=snapshot, split=Split.TEST)))
     if not train:

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from annotation.models import DatasetSnapshot
 from training.models import ModelVersion, TrainingRun
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def run_create(
     parent: ModelVersion | None = None,
     created_by: User | None = None,
     retry_of: TrainingRun | None = None,
+    snapshot: DatasetSnapshot | None = None,
 ) -> TrainingRun:
     """Queue a run and enqueue its task once the transaction commits.
 
@@ -56,6 +58,7 @@ def run_create(
                 parent=parent,
                 created_by=created_by,
                 retry_of=retry_of,
+                snapshot=snapshot,
             )
     except IntegrityError:
         existing = TrainingRun.objects.filter(kind=kind, status__in=TrainingRun.ACTIVE).first()
@@ -136,7 +139,13 @@ def runs_reap_stale(*, timeout_seconds: int) -> list[TrainingRun]:
             # Another run of this kind was queued meanwhile: it replaces the retry.
             with contextlib.suppress(RunAlreadyActive):
                 retries.append(
-                    run_create(kind=run.kind, config=run.config, parent=run.parent, retry_of=run)
+                    run_create(
+                        kind=run.kind,
+                        config=run.config,
+                        parent=run.parent,
+                        retry_of=run,
+                        snapshot=run.snapshot,
+                    )
                 )
     return retries
 

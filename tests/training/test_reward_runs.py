@@ -59,6 +59,7 @@ def test_a_due_retrain_trains_registers_and_promotes_the_first_model() -> None:
     assert version.metrics["val_rankings"] > 0  # judged on the held-out prompts
     assert "loss" in run.metrics[-1]
     assert run.summary["decision"] == "promoted: first reward model"
+    assert run.snapshot is not None
     # nothing new since: not due again
     assert retrain_if_due() is None
 
@@ -112,7 +113,7 @@ def test_train_reward_command_trains_the_named_batch(capsys: pytest.CaptureFixtu
     call_command("train_reward", "--batch", "mine", "--wait", "--no-progress")
 
     run = TrainingRun.objects.get()
-    snapshot = DatasetSnapshot.objects.get(pk=run.config["snapshot_id"])
+    snapshot = DatasetSnapshot.objects.get(pk=run.snapshot_id)
     assert snapshot.manifest["batches"] == {"mine": 16}
     assert run.status == "succeeded"
     assert '"decision": "promoted: first reward model"' in capsys.readouterr().out

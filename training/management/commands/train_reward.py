@@ -44,7 +44,7 @@ class Command(BaseCommand):
             raise CommandError(f"{exc}; wait for it or cancel it in the admin") from None
         except SnapshotsUnavailable as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"queued reward run {run.pk} on snapshot {run.config['snapshot_id']}")
+        self.stdout.write(f"queued reward run {run.pk} on snapshot {run.snapshot_id}")
         if options["wait"]:
             self._follow(run, progress=not options["no_progress"])
 
