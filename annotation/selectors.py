@@ -19,7 +19,7 @@ def assignment_get_for_annotator(
 
     `for_update` locks the assignment's row (not its prompt's) until the transaction ends.
     """
-    assignments = Assignment.objects.select_related("prompt__batch", "annotator")
+    assignments = Assignment.objects.select_related("prompt__batch")
     if for_update:
         assignments = assignments.select_for_update(of=("self",))
     return assignments.get(
@@ -28,9 +28,15 @@ def assignment_get_for_annotator(
     )
 
 
+_PROMPT_COMPLETIONS_SQL = f"SELECT * FROM {Completion._meta.db_table} WHERE prompt_id = %s"
+
+
 def assignment_completions(*, assignment: Assignment) -> list[Completion]:
     """The prompt's completions in the order this annotator was shown them."""
-    by_id = {c.pk: c for c in assignment.prompt.completions.all()}
+    # Raw SQL for the reason annotation.leases gives: this runs on every next-assignment call.
+    by_id = {
+        c.pk: c for c in Completion.objects.raw(_PROMPT_COMPLETIONS_SQL, [assignment.prompt_id])
+    }
     shown = [by_id[pk] for pk in assignment.display_order if pk in by_id]
     # Completions added after the lease was taken would otherwise be invisible yet required.
     shown += [c for pk, c in sorted(by_id.items()) if pk not in assignment.display_order]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from annotation.models import Comparison, Completion, Prompt, PromptBatch, Ranking
 from annotation.rankings import InvalidRanking, expand_pairs, normalize_groups, validate_partition
@@ -31,6 +31,7 @@ def ranking_submit(
     duration_ms: int | None = None,
     rationale: str = "",
     flags: Mapping[Any, Sequence[str]] | None = None,
+    first_for_annotator: bool = False,
 ) -> Ranking:
     """Record a ranking of `prompt`'s completions and its C(K, 2) comparisons.
 
@@ -42,8 +43,13 @@ def ranking_submit(
     Idempotent: the same annotator (or imported id) submitting the same ranking again gets the
     first one back, also when the two submissions race; a different ranking raises
     RankingConflict. Invalid input raises InvalidRanking and writes nothing.
+
+    `first_for_annotator` skips the look for an earlier ranking, for a caller that knows
+    there is none: one holding the row lock of the annotator's open assignment for this
+    prompt (an annotator gets a prompt once, and the lock serialises a double submit). The
+    unique constraint still decides, should the caller be wrong.
     """
-    completion_ids = list(prompt.completions.values_list("id", flat=True))
+    completion_ids = _completion_ids(prompt)
     clean_groups = _clean_groups(groups, completion_ids, not_rankable=not_rankable)
     _check_k(prompt.batch, len(completion_ids))
     if annotator is None and not external_id:
@@ -67,7 +73,7 @@ def ranking_submit(
         flags=clean_flags,
         guidelines_version=prompt.batch.guidelines_version,
     )
-    if existing := _existing_ranking(candidate):
+    if not first_for_annotator and (existing := _existing_ranking(candidate)):
         return _same_or_conflict(existing, candidate)
     try:
         with transaction.atomic():
@@ -244,6 +250,15 @@ def _comparisons(ranking: Ranking) -> list[Comparison]:
         )
         for pair in expand_pairs(ranking.groups)
     ]
+
+
+def _completion_ids(prompt: Prompt) -> list[int]:
+    # Plain SQL: `ranking_submit` is on the annotation loop's hot path (see annotation.leases).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {Completion._meta.db_table} WHERE prompt_id = %s", [prompt.pk]
+        )
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def _check_k(batch: PromptBatch, k: int) -> None:

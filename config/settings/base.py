@@ -98,7 +98,7 @@ ARTIFACT_ROOT = Path(env_str("RANKLOOP_ARTIFACT_ROOT") or BASE_DIR / "artifacts"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "annotation.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
