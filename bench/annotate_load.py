@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--database", default="rankloop_bench3")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--port", type=int, default=8763)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--worker-class", default="gthread")
     args = parser.parse_args()
     pauses = args.pause if args.pause else [0.0, 5.0]
