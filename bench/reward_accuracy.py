@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--head-lr", type=float, default=None)
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--encoding", choices=["joint", "separate"], default=None)
     parser.add_argument("--cache-dir", default="/tmp/rankloop-reward-cache")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument(
@@ -155,11 +156,12 @@ def main() -> None:
             "lr": args.lr,
             "head_lr": args.head_lr,
             "max_length": args.max_length,
+            "encoding": args.encoding,
         }
         settings.update({k: v for k, v in overrides.items() if v is not None})
         config = TrainConfig(**settings)
         started = time.perf_counter()
-        name = f"{config.base} {config.mode}" + (
+        name = f"{config.base} {config.mode} {config.encoding}" + (
             f" N={config.top_n}" if config.mode == "top-n" else ""
         )
         out = args.out_dir / name.replace(" ", "-").replace("=", "") if args.out_dir else None

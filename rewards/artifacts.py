@@ -75,6 +75,7 @@ def save_reward_model(
         "base": model.base,
         "max_length": model.max_length,
         "pooling": model.pooling,
+        "encoding": model.encoding,
         "config": config,
         "data_sha256": data_sha256,
         "metrics": metrics,
@@ -123,7 +124,13 @@ def load_reward_model(path: str | Path, device: str = "cpu") -> RewardModel:
 
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     backbone = backbone_from_config(root / "backbone")
-    model = RewardModel(backbone, tokenizer, base=meta["base"], max_length=meta["max_length"])
+    model = RewardModel(
+        backbone,
+        tokenizer,
+        base=meta["base"],
+        max_length=meta["max_length"],
+        encoding=meta.get("encoding", "joint"),  # models saved before encodings were joint
+    )
     model.load_state_dict(load_file(str(root / WEIGHTS)), strict=True)
     model.normalisation = Normalisation(**meta["normalisation"])
     model.meta = meta

@@ -11,6 +11,17 @@ The backbone can be split in two so that only its top N layers train (`top-n` mo
 lower layers' output is computed once per completion and cached, and `forward_from_hidden` runs
 the rest. The top layers are the backbone's own modules (shared, not copied), so a model trained
 that way scores through the ordinary full forward pass.
+
+Two encodings of a (conversation, completion):
+
+- `joint`: one sequence, the conversation (cut on the left) then the completion, pooled as
+  above; reward = w . pool(backbone(conversation + completion)) + b.
+- `separate`: the completion and the latest user turn are encoded apart, r = pool(backbone(
+  completion)) and c = pool(backbone(turn)), and reward = w . [r, r * c] + b. With a frozen
+  sentence encoder the joint vector is mostly the conversation, which the completions being
+  compared share, so their difference carries little; the separate vectors keep the completion
+  whole and let the head weigh how it relates to the request. This is what learns in `head`
+  mode on a CPU (bench/RESULTS.md, issue 5).
 """
 
 from __future__ import annotations
@@ -182,6 +193,35 @@ def encode_completion(
     return head + ids + tail
 
 
+def latest_user_turn(messages: Messages) -> str:
+    """The request a completion answers: the last user message (the whole text when none)."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return message["content"]
+    return "\n".join(m["content"] for m in messages)
+
+
+ENCODINGS = ("joint", "separate")
+# Tokens kept of the latest user turn in the `separate` encoding (its beginning).
+CONTEXT_TOKENS = 64
+
+
+def encode_separate(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, completion: str, max_length: int
+) -> list[int]:
+    """The `separate` encoding packed in one list: [n, n ids of the turn, ids of the
+    completion], each part wrapped in the tokenizer's special tokens, so that it caches, pads
+    and hashes like a joint sequence; `RewardModel.features` unpacks it."""
+    head, tail = _special_tokens(tokenizer)
+
+    def wrapped(text: str, budget: int) -> list[int]:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        return head + ids[: max(1, budget - len(head) - len(tail))] + tail
+
+    turn = wrapped(latest_user_turn(messages), CONTEXT_TOKENS)
+    return [len(turn), *turn, *wrapped(completion, max_length)]
+
+
 def pad_batch(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (N, T) input ids and attention mask."""
     longest = max(len(s) for s in sequences)
@@ -237,14 +277,18 @@ class RewardModel(nn.Module):
         tokenizer: PreTrainedTokenizerBase,
         base: str,
         max_length: int = 128,
+        encoding: str = "joint",
     ) -> None:
         super().__init__()
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.base = base
         self.max_length = max_length
+        self.encoding = encoding
         self.pooling = "mean" if is_encoder(backbone.config) else "last"
-        hidden = backbone.config.hidden_size
+        hidden = backbone.config.hidden_size * (2 if encoding == "separate" else 1)
         self.head = nn.Linear(hidden, 1)
         # TRL's reward trainer initialisation: small weights, zero bias
         nn.init.normal_(self.head.weight, std=1 / math.sqrt(hidden + 1))
@@ -264,6 +308,8 @@ class RewardModel(nn.Module):
         return int(self.tokenizer.pad_token_id)
 
     def encode(self, messages: Messages, completion: str) -> list[int]:
+        if self.encoding == "separate":
+            return encode_separate(self.tokenizer, messages, completion, self.max_length)
         return encode_completion(self.tokenizer, messages, completion, self.max_length)
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -275,9 +321,33 @@ class RewardModel(nn.Module):
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def features(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(N, T) -> (N, H) pooled output of the whole backbone."""
+        """(N, T) -> (N, H) pooled output of the whole backbone; (N, 2H) [r, r * c] for the
+        `separate` encoding."""
+        if self.encoding == "separate":
+            turns, completions = self._unpack(input_ids, mask)
+            c = self._pooled(turns)  # (N, H)
+            r = self._pooled(completions)  # (N, H)
+            return torch.cat([r, r * c], dim=-1)
         out = self.backbone(input_ids=input_ids, attention_mask=mask)
         return self.pool(out.last_hidden_state, mask)
+
+    def _pooled(self, sequences: list[list[int]]) -> torch.Tensor:
+        ids, mask = pad_batch(sequences, self.pad_id)
+        device = self.head.weight.device
+        ids, mask = ids.to(device), mask.to(device)
+        return self.pool(self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+
+    @staticmethod
+    def _unpack(
+        input_ids: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Padded `encode_separate` rows -> (turn ids, completion ids) per row."""
+        turns, completions = [], []
+        for row, length in zip(input_ids.tolist(), mask.sum(1).tolist(), strict=True):
+            n = row[0]
+            turns.append(row[1 : 1 + n])
+            completions.append(row[1 + n : length])
+        return turns, completions
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N, T) -> (N,) raw rewards."""
@@ -359,11 +429,13 @@ class RewardModel(nn.Module):
         return [float(x) for x in raw]
 
 
-def build_reward_model(base: str, max_length: int = 128, seed: int = 0) -> RewardModel:
+def build_reward_model(
+    base: str, max_length: int = 128, seed: int = 0, encoding: str = "joint"
+) -> RewardModel:
     """A fresh reward model on `base`, head initialised from `seed`."""
     backbone, tokenizer = load_base(base, seed=seed)
     torch.manual_seed(seed)
-    return RewardModel(backbone, tokenizer, base=base, max_length=max_length)
+    return RewardModel(backbone, tokenizer, base=base, max_length=max_length, encoding=encoding)
 
 
 def backbone_from_config(config_dir: Path) -> PreTrainedModel:

@@ -45,6 +45,10 @@ class TrainConfig:
     base: str = "minilm"  # "tiny", "minilm", a local Hugging Face directory or a .gguf file
     mode: str = "head"  # "head" (frozen backbone), "top-n" (top N layers train) or "full"
     top_n: int = 2  # layers that train in top-n mode
+    # "separate": completion and latest user turn encoded apart, head on [r, r * c] (what
+    # learns on a CPU, bench/RESULTS.md); "joint": one sequence, conversation then completion.
+    # None: separate, except in top-n mode, whose layer cache needs one sequence.
+    encoding: str | None = None
     max_length: int = 128  # tokens per (conversation, completion); conversation cut on the left
     epochs: int | None = None  # passes over the training rankings; None: 30 head, 1 otherwise
     batch_size: int = 8  # rankings per micro-batch (each ranking scores all its K completions)
@@ -67,6 +71,8 @@ class TrainConfig:
         # The head trains in seconds per epoch on cached features; a backbone pass is costly.
         if self.epochs is None:
             self.epochs = 30 if self.mode == "head" else 1
+        if self.encoding is None:
+            self.encoding = "joint" if self.mode == "top-n" else "separate"
 
 
 def seed_everything(seed: int) -> None:
@@ -98,6 +104,8 @@ class Scorer:
         self.n = config.top_n if config.mode == "top-n" else 0
         if self.mode == "top-n" and not 1 <= self.n <= model.num_layers:
             raise ValueError(f"top_n must be in 1..{model.num_layers}")
+        if self.mode == "top-n" and model.encoding != "joint":
+            raise ValueError("top-n mode needs the joint encoding (encoding='joint')")
         fingerprint = weights_fingerprint(model.backbone) if self.mode != "full" else ""
         stage = "pooled" if self.mode == "head" else f"layer{model.num_layers - self.n}"
         self.cache = FeatureCache(config.cache_dir, fingerprint, stage)
@@ -217,7 +225,10 @@ def fit_reward_model(
     if not train:
         raise ValueError("no training rankings")
     device = resolve_device(config.device)
-    model = build_reward_model(config.base, config.max_length, config.seed).to(device)
+    model = build_reward_model(
+        config.base, config.max_length, config.seed, config.encoding or "separate"
+    )
+    model = model.to(device)
 
     # 2. encode every completion once
     def encode(rankings: Sequence[Ranking]) -> list[list[list[int]]]:

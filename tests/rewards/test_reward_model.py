@@ -6,6 +6,7 @@ from rewards.model import (
     RewardModel,
     build_reward_model,
     encode_completion,
+    encode_separate,
     pad_batch,
     tiny_tokenizer,
 )
@@ -34,6 +35,32 @@ def test_long_completion_keeps_its_beginning_and_some_context():
     text = tokenizer.decode(ids).replace(" ", "")
     assert len(ids) == 40
     assert "why?<|end|><|assistant|>start" in text
+
+
+def test_separate_encoding_keeps_the_latest_user_turn_and_the_whole_completion():
+    tokenizer = tiny_tokenizer()
+    messages = [
+        {"role": "user", "content": "an old question"},
+        {"role": "assistant", "content": "an old answer"},
+        {"role": "user", "content": "latest question"},
+    ]
+    packed = encode_separate(tokenizer, messages, "the completion", max_length=64)
+    n = packed[0]
+    turn, completion = packed[1 : 1 + n], packed[1 + n :]
+    assert tokenizer.decode(turn).replace(" ", "") == "latestquestion"
+    assert tokenizer.decode(completion).replace(" ", "") == "thecompletion"
+
+
+def test_separate_encoding_scores_the_same_alone_or_padded_in_a_batch():
+    model = build_reward_model("tiny", max_length=64, encoding="separate").eval()
+    chat = [{"role": "user", "content": "hi"}]
+    short = model.encode(chat, "ok")
+    long = model.encode([{"role": "user", "content": "a longer request " * 3}], "yes " * 10)
+    assert model.head.in_features == 2 * model.backbone.config.hidden_size  # [r, r * c]
+    alone = model.raw_scores([short])
+    padded = model.raw_scores([long, short])
+    assert padded[1].item() == pytest.approx(alone[0].item(), abs=1e-5)
+    assert padded[0].item() != pytest.approx(alone[0].item(), abs=1e-5)
 
 
 def test_decoder_reads_the_last_real_token_whatever_the_padding():

@@ -23,14 +23,18 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**defaults, **overrides})
 
 
-@pytest.mark.parametrize("mode", ["full", "top-n"])
-def test_tiny_model_reaches_full_training_accuracy_on_separable_rankings(mode, tmp_path):
+@pytest.mark.parametrize(
+    ("mode", "encoding"), [("full", "separate"), ("full", "joint"), ("top-n", "joint")]
+)
+def test_tiny_model_reaches_full_training_accuracy_on_separable_rankings(
+    mode, encoding, tmp_path
+):
     # given 24 K=3 rankings where good > okay > bad
     rankings = separable_rankings(24)
     steps = []
     # when
     metrics = train_reward_model(
-        tiny_config(mode=mode, top_n=1),
+        tiny_config(mode=mode, top_n=1, encoding=encoding),
         rankings,
         val_rankings=separable_rankings(6, seed=9),
         out_dir=tmp_path,
@@ -88,3 +92,5 @@ def test_default_is_the_cached_head_and_epochs_follow_the_mode():
     assert TrainConfig().epochs == 30
     assert TrainConfig(mode="top-n").epochs == 1
     assert TrainConfig(mode="full", epochs=3).epochs == 3
+    assert TrainConfig().encoding == "separate"
+    assert TrainConfig(mode="top-n").encoding == "joint"  # its layer cache needs one sequence
