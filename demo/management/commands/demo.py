@@ -68,6 +68,11 @@ class Command(BaseCommand):
 
         if gguf is not None:
             self._step("SmolLM2-135M-Instruct writes completions for new prompts")
+            self.stdout.write(
+                f"  {len(seeding.smollm2_prompts_missing())} prompts x 4 completions "
+                "(a few minutes on a laptop CPU)"
+            )
+            self.stdout.flush()
             smol = seeding.smollm2_batch_load(gguf)
             if smol is None:
                 self.stdout.write(f"  batch {seeding.SMOLLM2_BATCH!r}: already complete")
