@@ -64,8 +64,9 @@ __all__ = [
 
 
 def exports_available() -> bool:
-    """Exports and snapshots use PostgreSQL's COPY, named cursors and arrays; SQLite (the
-    embedded development default) has none of them."""
+    """Exports use PostgreSQL's COPY, named cursors and arrays; SQLite (the embedded
+    development default) has none of them. Snapshots freeze on SQLite too (`export_portable`),
+    for training runs, but the API and the command serve them with the exports."""
     return connection.vendor == "postgresql"
 
 
