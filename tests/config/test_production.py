@@ -29,18 +29,23 @@ REQUIRED = {
 }
 
 
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    # Only the machine's variables: not the test run's (the browser tests set
-    # DJANGO_ALLOW_ASYNC_UNSAFE, which check --deploy rightly refuses).
+def production_env(env: dict[str, str]) -> dict[str, str]:
+    """The machine's variables (not the test run's: the browser tests set
+    DJANGO_ALLOW_ASYNC_UNSAFE, which check --deploy rightly refuses), the production settings
+    module, and `env`."""
     clean = {
         k: v
         for k, v in os.environ.items()
         if k not in REQUIRED and not k.startswith(("DJANGO_", "LOG_", "CELERY_", "RANKLOOP_"))
     }
+    return {**clean, "DJANGO_SETTINGS_MODULE": "config.settings.production", **env}
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "manage.py"), *args],
         cwd=REPO,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "config.settings.production", **env},
+        env=production_env(env),
         capture_output=True,
         text=True,
         timeout=120,
