@@ -1,5 +1,6 @@
-"""A container health check with the standard library only (no Django start-up, no curl in the
-image): `python -m config.probe [URL]` exits 0 when URL (default /readyz on port 8000) answers
+"""A container health check without Django's start-up or curl in the image (the probe uses the
+standard library; importing `config` loads only the Celery app object, about 0.3 s in all):
+`python -m config.probe [URL]` exits 0 when URL (default /readyz on port 8000) answers
 200, 1 otherwise, printing the answer. It sends the first of DJANGO_ALLOWED_HOSTS as the Host
 header, which production settings check; /healthz and /readyz are exempt from the HTTPS
 redirect (config/settings/production.py)."""
