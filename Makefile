@@ -1,4 +1,5 @@
-# RankLoop's commands. `make run` sets up and serves on embedded defaults (SQLite, tasks
+# RankLoop's commands. `make demo` sets up a demo (users, prompts, a tiny reward model) and
+# serves it, `make run` serves an empty instance, both on embedded defaults (SQLite, tasks
 # in-process); `make test` runs the test suite against PostgreSQL.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -7,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rankloop
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint bench
+.PHONY: install demo run test lint bench
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python manage.py demo --port $(PORT)
 
 run: install
 	$(BIN)/python manage.py migrate --no-input

@@ -3,6 +3,8 @@ one service, shape the answer. Every error is JSON with a readable `detail`."""
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
@@ -100,6 +102,7 @@ class AssignmentNextApi(APIView):
 
     permission_classes = [IsAuthenticated, IsAnnotator]
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 204: None})
     def get(self, request: Request) -> Response:
         assignment = assignment_next(annotator=request.user)  # type: ignore[arg-type]
         if assignment is None:
@@ -112,6 +115,7 @@ class AssignmentRankingApi(APIView):
 
     permission_classes = [IsAuthenticated, IsAnnotator]
 
+    @extend_schema(request=RankingInputSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request: Request, assignment_id: int) -> Response:
         data = _parse(RankingInputSerializer, request.data)
         try:
@@ -141,6 +145,7 @@ class AssignmentSkipApi(APIView):
 
     permission_classes = [IsAuthenticated, IsAnnotator]
 
+    @extend_schema(request=SkipInputSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request, assignment_id: int) -> Response:
         data = _parse(SkipInputSerializer, request.data)
         try:

@@ -17,17 +17,19 @@ and only passes the bytes on, so the API keeps up with `psql \\copy` (bench/RESU
 Filters are a fixed set of typed fields turned into fixed SQL; nothing from a request reaches a
 column name or an ORM lookup. Annotators appear only as pseudonyms (`annotation.pseudonyms`).
 Rows are ordered by id and carry no export-time values, so the same rankings export to the same
-bytes: that is what makes a `DatasetSnapshot` reproducible. PostgreSQL only.
+bytes: that is what makes a `DatasetSnapshot` reproducible. PostgreSQL for the API and the
+command; on another database (the embedded SQLite) only the rankings rows are read, through
+`export_portable`, for snapshots and the training runs that read them.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from django.db import connection
 
-from annotation import export_formats, export_queries
+from annotation import export_formats, export_portable, export_queries
 from annotation.export_options import (
     ExportError,
     ExportOptions,
@@ -62,8 +64,9 @@ __all__ = [
 
 
 def exports_available() -> bool:
-    """Exports and snapshots use PostgreSQL's COPY, named cursors and arrays; SQLite (the
-    embedded development default) has none of them."""
+    """Exports use PostgreSQL's COPY, named cursors and arrays; SQLite (the embedded
+    development default) has none of them. Snapshots freeze on SQLite too (`export_portable`),
+    for training runs, but the API and the command serve them with the exports."""
     return connection.vendor == "postgresql"
 
 
@@ -124,11 +127,17 @@ class _RankingRow:
 def _ranking_records(
     options: ExportOptions, progress: Callable[[int], None]
 ) -> Iterator[_RankingRow]:
-    query, params = export_queries.rankings_query(options)
-    for chunk in export_queries.fetch_chunks(query, params):
+    for chunk in _ranking_chunks(options):
         for row in chunk:
             yield _ranking_record(row)
         progress(len(chunk))
+
+
+def _ranking_chunks(options: ExportOptions) -> Iterator[Sequence[tuple[Any, ...]]]:
+    if connection.vendor != "postgresql":
+        return export_portable.ranking_rows(options)
+    query, params = export_queries.rankings_query(options)
+    return export_queries.fetch_chunks(query, params)
 
 
 def _ranking_record(row: tuple[Any, ...]) -> _RankingRow:

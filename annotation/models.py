@@ -8,9 +8,13 @@ migration 0002 on PostgreSQL). Services give the friendly errors; constraints ma
 corruption impossible.
 """
 
+import json
+from typing import Any
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
 
@@ -299,6 +303,37 @@ class Assignment(models.Model):
         return f"assignment {self.pk} of prompt {self.prompt_id} to {self.annotator_id}"
 
 
+class IdArrayField(ArrayField):
+    """A list of ids: `bigint[]` on PostgreSQL (what the export queries `unnest`), and the same
+    list as JSON text on any other database, so that the embedded SQLite of a laptop or the demo
+    can freeze snapshots too. Python sees a list of ints either way."""
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str | None:
+        if connection.vendor == "postgresql":
+            return super().db_type(connection)
+        return "text"
+
+    def cast_db_type(self, connection: BaseDatabaseWrapper) -> str:
+        if connection.vendor == "postgresql":
+            return super().cast_db_type(connection)
+        return "text"
+
+    def get_placeholder(self, value: Any, compiler: Any, connection: BaseDatabaseWrapper) -> str:
+        if connection.vendor == "postgresql":
+            return super().get_placeholder(value, compiler, connection)  # type: ignore[misc]
+        return "%s"
+
+    def get_db_prep_value(
+        self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False
+    ) -> Any:
+        if connection.vendor == "postgresql":
+            return super().get_db_prep_value(value, connection, prepared)
+        return None if value is None else json.dumps([int(item) for item in value])
+
+    def from_db_value(self, value: Any, expression: Any, connection: BaseDatabaseWrapper) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+
 class DatasetSnapshot(models.Model):
     """A frozen set of rankings: what an export or a training run used, re-exportable byte for
     byte months later.
@@ -310,11 +345,12 @@ class DatasetSnapshot(models.Model):
     rankings, read in one go and joined with `unnest`), where a many-to-many table would add a
     row per ranking per snapshot, for every training run. The price is that no foreign key
     stops a ranking inside a snapshot from being deleted; the manifest's counts and sha256
-    make that visible (`snapshot_verify`). PostgreSQL only, like the exports that use it.
+    make that visible (`snapshot_verify`). On other databases (the embedded SQLite) the ids
+    are JSON text (`IdArrayField`) and `annotation.snapshots` takes its portable path.
     """
 
     name = models.CharField(max_length=200, blank=True, default="")
-    ranking_ids = ArrayField(models.BigIntegerField(), help_text="Frozen ranking ids, ascending.")
+    ranking_ids = IdArrayField(models.BigIntegerField(), help_text="Frozen ranking ids, ascending.")
     options = models.JSONField(
         default=dict, help_text="The filters that selected the rankings and the export options."
     )

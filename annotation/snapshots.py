@@ -9,6 +9,10 @@ gives the same bytes, as long as its rankings still exist and the pseudonym key 
 (`snapshot_verify` checks). The split is stored too, so a training run and a later evaluation
 see the same train and test prompts.
 
+On PostgreSQL the ids, counts and export are SQL over the id array; on another database (the
+embedded SQLite of the demo) `export_portable` computes the same through the ORM, so a reward
+run can train on a snapshot there too.
+
 These are services and selectors for one subdomain; they live apart from `services.py` so that
 the modules stay short and the annotator workspace can change those without touching these.
 """
@@ -22,6 +26,7 @@ import orjson
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 
+from annotation import export_portable
 from annotation.export_queries import ranking_where_sql
 from annotation.exports import (
     ExportOptions,
@@ -73,21 +78,28 @@ def snapshot_create(
     snapshot = DatasetSnapshot.objects.create(
         name=name, ranking_ids=[], options=options, created_by=created_by
     )
-    # The ids go from the query straight into the array, never through Python.
-    where, params = ranking_where_sql(ExportOptions(kind=Kind.RANKINGS, filter=ranking_filter))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE annotation_datasetsnapshot SET ranking_ids = ("
-            "  SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}')"
-            "  FROM annotation_ranking r"
-            "  JOIN annotation_prompt p ON p.id = r.prompt_id"
-            "  JOIN annotation_promptbatch b ON b.id = p.batch_id"
-            f"  WHERE {where}"
-            ") WHERE id = %s",
-            [*params, snapshot.pk],
-        )
+    selection = ExportOptions(kind=Kind.RANKINGS, filter=ranking_filter)
+    if connection.vendor == "postgresql":
+        # The ids go from the query straight into the array, never through Python.
+        where, params = ranking_where_sql(selection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE annotation_datasetsnapshot SET ranking_ids = ("
+                "  SELECT coalesce(array_agg(r.id ORDER BY r.id), '{}')"
+                "  FROM annotation_ranking r"
+                "  JOIN annotation_prompt p ON p.id = r.prompt_id"
+                "  JOIN annotation_promptbatch b ON b.id = p.batch_id"
+                f"  WHERE {where}"
+                ") WHERE id = %s",
+                [*params, snapshot.pk],
+            )
+        manifest = _manifest(snapshot.pk)
+    else:
+        # The embedded SQLite: the same ids and counts, computed through the ORM.
+        ids = export_portable.snapshot_ids(selection)
+        DatasetSnapshot.objects.filter(pk=snapshot.pk).update(ranking_ids=ids)
+        manifest = export_portable.snapshot_manifest(ids)
     sha256 = _content_sha256(snapshot.pk)
-    manifest = _manifest(snapshot.pk)
     manifest.update(
         options=options, content_sha256=sha256, pseudonym_key_fingerprint=key_fingerprint()
     )

@@ -12,7 +12,7 @@ from django.utils.safestring import SafeString, mark_safe
 from training import services
 from training.charts import line_chart_svg, metric_series
 from training.models import ModelVersion, TrainingRun
-from training.reward_runs import SnapshotsUnavailable, reward_run_create
+from training.reward_runs import reward_run_create
 
 
 @admin.register(TrainingRun)
@@ -83,7 +83,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         user = request.user if request.user.is_authenticated else None
         try:
             run = reward_run_create(created_by=user)
-        except (services.RunAlreadyActive, SnapshotsUnavailable) as exc:
+        except services.RunAlreadyActive as exc:
             messages.warning(request, str(exc))
         else:
             messages.success(request, f"Queued reward run {run.pk}.")

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -46,6 +48,7 @@ class RewardScoreApi(APIView):
 
     permission_classes = [IsResearcher]
 
+    @extend_schema(request=ScoreInputSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             return Response(

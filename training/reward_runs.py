@@ -19,17 +19,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from annotation.exports import Split, exports_available
+from annotation.exports import Split
 from annotation.models import Comparison
 from annotation.snapshots import snapshot_create, snapshot_get, snapshot_rankings
 from training import services
 from training.models import ModelVersion, TrainingRun
 
 log = logging.getLogger(__name__)
-
-
-class SnapshotsUnavailable(Exception):
-    pass
 
 
 @transaction.atomic
@@ -41,14 +37,8 @@ def reward_run_create(
 ) -> TrainingRun:
     """Freeze a snapshot of the rankings (of `batches`, or all) and queue a reward run on it.
 
-    Raises services.RunAlreadyActive, and then keeps no snapshot, when a reward run is active,
-    and SnapshotsUnavailable on SQLite.
+    Raises services.RunAlreadyActive, and then keeps no snapshot, when a reward run is active.
     """
-    if not exports_available():
-        raise SnapshotsUnavailable(
-            "reward runs train on a dataset snapshot, which needs PostgreSQL (set DATABASE_URL); "
-            "the embedded SQLite database has no snapshots"
-        )
     comparison_max_id = Comparison.objects.order_by("-id").values_list("id", flat=True).first() or 0
     snapshot = snapshot_create(
         name="reward training",
@@ -83,7 +73,7 @@ def retrain_if_due() -> TrainingRun | None:
         return None
     try:
         run = reward_run_create(batches=last.config.get("batches") if last else None)
-    except (services.RunAlreadyActive, SnapshotsUnavailable):
+    except services.RunAlreadyActive:
         return None
     log.info("queued reward run %s: %s new comparisons since #%s", run.pk, new, since)
     return run

@@ -10,6 +10,7 @@ from pathlib import Path
 import dj_database_url
 
 from config.env import env_bool, env_int, env_json, env_list, env_str
+from config.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -31,10 +32,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "annotation",
     "training",
+    "demo",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -69,6 +72,13 @@ DATABASES = {
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Argon2 (memory-hard) for new passwords; PBKDF2 still verifies older hashes, which Django
+# re-hashes with Argon2 at the user's next login.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -171,10 +181,26 @@ REWARD_TRAIN_DEFAULTS = env_json("RANKLOOP_REWARD_TRAIN", {})
 # A running run whose worker has not reported for this long is marked failed (and retried once).
 RUN_HEARTBEAT_TIMEOUT = env_int("RANKLOOP_RUN_HEARTBEAT_TIMEOUT", 600)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
-}
+# Security headers, the same everywhere so that what passes on a laptop passes in production
+# (config/settings/production.py adds HTTPS, secure cookies and HSTS).
+# The pages load scripts and styles from /static/ only, with no inline code (config/csp.py).
+CONTENT_SECURITY_POLICY = env_str("DJANGO_CONTENT_SECURITY_POLICY") or (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Request size limits. Rankings and API calls are small; batches arrive through
+# `import_batch`, not through a request. A body over the limit is refused before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("DJANGO_FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = env_int("DJANGO_DATA_UPLOAD_MAX_NUMBER_FIELDS", 1000)
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("DJANGO_DATA_UPLOAD_MAX_NUMBER_FILES", 10)
+
+# Logs go to stderr: plain lines by default, one JSON object a line with LOG_FORMAT=json (the
+# production default).
+LOG_LEVEL = env_str("LOG_LEVEL") or "INFO"
+LOGGING = logging_config(format=env_str("LOG_FORMAT") or "plain", level=LOG_LEVEL)

@@ -37,7 +37,9 @@ def test_readyz_reports_database_and_broker_latency(client: Client, broker: str)
     assert body["status"] == "ok"
     assert body["database"]["ok"]
     assert body["database"]["latency_ms"] >= 0
+    assert body["database"]["detail"] == "postgresql"
     assert body["broker"]["ok"]
+    assert body["broker"]["latency_ms"] >= 0
 
 
 @pytest.mark.django_db

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from annotation.models import PromptBatch
 from training import services
 from training.models import TrainingRun
-from training.reward_runs import SnapshotsUnavailable, reward_run_create
+from training.reward_runs import reward_run_create
 
 
 class Command(BaseCommand):
@@ -42,8 +42,6 @@ class Command(BaseCommand):
             )
         except services.RunAlreadyActive as exc:
             raise CommandError(f"{exc}; wait for it or cancel it in the admin") from None
-        except SnapshotsUnavailable as exc:
-            raise CommandError(str(exc)) from None
         self.stdout.write(f"queued reward run {run.pk} on snapshot {run.snapshot_id}")
         if options["wait"]:
             self._follow(run, progress=not options["no_progress"])
