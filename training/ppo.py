@@ -13,9 +13,10 @@ Where the code follows a detail from Huang et al. 2024, "The N Implementation De
 with PPO" (ICLR blog track; the details of OpenAI's lm-human-preferences), the comment says so.
 
 Nothing here imports Django: the Celery task, `python -m training.ppo` and a notebook call the
-same `train_ppo`. Policies are "tiny" (a 2-layer GPT-2 and a character tokenizer built in code,
-for tests), a local Hugging Face directory, a .gguf file (dequantised by transformers), or a
-policy this module saved. Saved policies are safetensors plus meta.json, checked on loading.
+same `train_ppo`. Policies are "tiny" (a 2-layer decoder and a character tokenizer built in code,
+the tiny reward model's, for tests), a local Hugging Face directory, a .gguf file (dequantised
+by transformers), or a policy this module saved. Saved policies are safetensors plus meta.json,
+checked on loading.
 """
 
 from __future__ import annotations
@@ -40,13 +41,12 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    GPT2Config,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 
 from rewards.artifacts import ArtifactError, check_safetensors, library_versions, sha256_file
+from rewards.model import tiny_config, tiny_tokenizer
 from training.sampling import Prompt, decode, encode_prompt, generate, position_ids
 
 RewardFn = Callable[[list[Prompt], list[str]], "list[float] | torch.Tensor"]
@@ -194,7 +194,7 @@ class AdaptiveKLController:
 
 
 # ---------------------------------------------------------------------------------------------
-# Policies: the tiny GPT-2, a Hugging Face directory, a GGUF file, a saved policy
+# Policies: the tiny decoder, a Hugging Face directory, a GGUF file, a saved policy
 # ---------------------------------------------------------------------------------------------
 
 TINY = "tiny"
@@ -203,52 +203,12 @@ WEIGHTS = "model.safetensors"
 VALUE_HEAD = "value_head.safetensors"
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer with a chat template, built in code (nothing downloaded)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>"]
-    chars = [chr(c) for c in range(32, 127)] + ["\n"]
-    vocab = {token: i for i, token in enumerate(specials + chars)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        additional_special_tokens=specials[4:],
-    )
-    # characters are joined back without spaces between them
-    from tokenizers import decoders
-
-    wrapped.backend_tokenizer.decoder = decoders.Fuse()
-    wrapped.chat_template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    return wrapped
-
-
 def tiny_policy(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A 2-layer GPT-2 with 64-dimensional states, random weights from `seed`."""
+    """A 2-layer Llama-style decoder with 64-dimensional states and the character tokenizer, both
+    the tiny reward model's (`rewards.model`), with random weights from `seed`."""
     tokenizer = tiny_tokenizer()
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=512,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config), tokenizer
+    return AutoModelForCausalLM.from_config(tiny_config(len(tokenizer), hidden_size=64)), tokenizer
 
 
 def load_lm(spec: str, seed: int = 0) -> tuple[Any, PreTrainedTokenizerBase]:
@@ -396,7 +356,7 @@ def save_policy(
         lm = copy.deepcopy(lm).merge_and_unload()
     if any(p.device.type != "cpu" for p in lm.parameters()):
         lm = copy.deepcopy(lm).cpu()
-    # save_model drops the duplicate of tied weights (GPT-2's and SmolLM2's embeddings)
+    # save_model drops the duplicate of tied weights (SmolLM2's embeddings)
     save_model(lm, str(out / WEIGHTS), metadata={"format": POLICY_FORMAT})
     value_state = {
         k: v.detach().cpu().contiguous() for k, v in policy.value_head.state_dict().items()
