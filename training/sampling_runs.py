@@ -206,7 +206,7 @@ def _base_policy(policy: ModelVersion) -> dict[str, Any]:
 
 def sampling_run_execute(run: TrainingRun) -> dict[str, Any]:
     """Sample, then write the draft batch and its PolicySample rows in one transaction."""
-    from training.ppo import load_lm, load_policy
+    from training.ppo import load_lm, load_policy, resolve_device
     from training.sampling import sample_completions
 
     policy = run.parent
@@ -243,8 +243,9 @@ def sampling_run_execute(run: TrainingRun) -> dict[str, Any]:
             _report_or_stop(run, (stage + len(out) / len(inputs)) / stages)
         return out
 
+    device = resolve_device("auto")  # the GPU when the worker has one
     lm, tokenizer, _ = load_policy(policy.artifact_path)
-    written = sample(lm, tokenizer, options.k, stage=0)
+    written = sample(lm.to(device), tokenizer, options.k, stage=0)
     del lm
     columns: list[list[tuple[str, str, bool]]] = [
         [(text, f"policy v{policy.version}", False) for text in texts] for texts in written
@@ -253,7 +254,7 @@ def sampling_run_execute(run: TrainingRun) -> dict[str, Any]:
     if options.reference:
         ref_lm, ref_tokenizer = load_lm(base["spec"], seed=base["seed"])
         # More than needed, so that samples repeating the policy's can be left out.
-        extra = sample(ref_lm, ref_tokenizer, options.reference + options.k, stage=1)
+        extra = sample(ref_lm.to(device), ref_tokenizer, options.reference + options.k, stage=1)
         for row, candidates in zip(columns, extra, strict=True):
             taken = {text for text, _, _ in row}
             fresh = [text for text in dict.fromkeys(candidates) if text not in taken]

@@ -15,7 +15,8 @@ from tests.training.policy_factories import (
     promoted_reward_model,
     prompt_batch,
 )
-from training.models import PolicySample, TrainingRun
+from training.models import ModelVersion, PolicySample, TrainingRun
+from training.ppo import load_policy
 
 pytestmark = pytest.mark.django_db
 
@@ -63,17 +64,48 @@ def test_train_policy_refuses_an_unknown_setting_and_a_step_count_below_one(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("postgres")
-def test_train_policy_runs_in_process_without_a_broker(tiny_ppo: Path) -> None:
+def test_train_policy_runs_in_process_and_the_next_run_starts_from_the_promoted_policy(
+    tiny_ppo: Path,
+) -> None:
     promoted_reward_model(tiny_ppo)
     prompt_batch(name="chat", prompts=4)
     out = StringIO()
 
     call_command("train_policy", "--steps", "2", "--wait", "--no-progress", stdout=out)
 
-    run = TrainingRun.objects.get(kind="policy")
-    assert run.status == "succeeded", run.error
+    first = TrainingRun.objects.get(kind="policy")
+    assert first.status == "succeeded", first.error
+    assert first.parent is None  # the base policy, "tiny"
     assert json.loads(out.getvalue().split("\n", 1)[1])["steps"] == 2
-    assert run.model_version.status == "promoted"
+    v1 = first.model_version
+    assert v1.status == "promoted"
+
+    call_command("train_policy", "--steps", "1", "--wait", "--no-progress", stdout=StringIO())
+
+    second = TrainingRun.objects.exclude(pk=first.pk).get(kind="policy")
+    assert second.status == "succeeded", second.error
+    assert second.parent == v1
+    _, _, meta = load_policy(second.model_version.artifact_path)
+    assert meta["parent"] == "policy v1"
+    assert meta["base"] == v1.artifact_path
+    v1.refresh_from_db()
+    assert (v1.status, second.model_version.status) == ("archived", "promoted")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("postgres")
+def test_a_policy_past_the_kl_limit_stays_a_candidate(tiny_ppo: Path, settings) -> None:
+    settings.POLICY_MAX_KL = -1.0  # any KL is too much
+    promoted_reward_model(tiny_ppo)
+    prompt_batch(name="chat", prompts=4)
+
+    call_command("train_policy", "--steps", "1", "--wait", "--no-progress", stdout=StringIO())
+
+    version = ModelVersion.objects.get(kind="policy")
+    assert version.status == "candidate"
+    assert "exceeds -1.0" in version.status_reason
+    with pytest.raises(CommandError, match="no policy is promoted"):
+        call_command("sample_batch", "--from-batch", "chat", "--name", "round-2")
 
 
 def test_sample_batch_without_a_promoted_policy_says_so(tiny_ppo: Path) -> None:
