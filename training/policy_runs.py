@@ -100,9 +100,11 @@ def policy_run_create(
 
 def policy_run_execute(run: TrainingRun) -> dict[str, Any]:
     """Train, register and (maybe) promote. Called by the worker holding the claimed run."""
-    from training.ppo import PPOConfig, reward_fn_from_spec, train_ppo
+    from training.ppo import PPOConfig, resolve_device, reward_fn_from_spec, train_ppo
 
     reward = ModelVersion.objects.get(pk=run.config["reward_model"]["id"])
+    if services.artifact_sha256(Path(reward.artifact_path)) != reward.sha256:
+        raise services.ArtifactIncomplete(f"{reward} no longer matches its recorded sha256")
     start = run.parent
     overrides = dict(run.config.get("ppo", {}))
     if start is not None:
@@ -125,7 +127,7 @@ def policy_run_execute(run: TrainingRun) -> dict[str, Any]:
     metrics = train_ppo(
         config,
         prompts,
-        reward_fn_from_spec(reward.artifact_path),
+        reward_fn_from_spec(reward.artifact_path, device=str(resolve_device(config.device))),
         out_dir=partial,
         progress_callback=lambda row: report(row["step"], config.steps, row),
         parent=f"policy v{start.version}" if start else config.policy,
