@@ -53,7 +53,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer with a chat template, built in code (no download, for tests).
 
     The one tiny tokenizer of the project: the tiny reward model and the tiny PPO policy
-    (`training.ppo`) both use it.
+    (`training.ppo.tiny_policy`) both use it, so the tiny reward model reads the tiny policy's
+    text with the same characters.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
@@ -79,15 +80,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return wrapped
 
 
-def tiny_config(vocab_size: int, hidden_size: int = 32) -> LlamaConfig:
-    """A 2-layer Llama-style decoder with a handful of dimensions: random weights, for tests.
-
-    The tiny reward model's backbone and, with a language-model head, the tiny PPO policy.
-    """
+def tiny_config(vocab_size: int) -> LlamaConfig:
+    """A 2-layer Llama-style decoder with a handful of dimensions: random weights, for tests."""
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
+        hidden_size=32,
+        intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
