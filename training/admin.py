@@ -1,10 +1,12 @@
 """Admin pages for the training loop: runs with their curves, the model registry with
 promotion and rollback, and a "train now" button."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
@@ -13,6 +15,15 @@ from training import services
 from training.charts import line_chart_svg, metric_series
 from training.models import ModelVersion, TrainingRun
 from training.reward_runs import reward_run_create
+from training.selectors import policy_samples_side_by_side
+
+# A PPO run logs a dozen figures a step; drawn together they would share one scale.
+POLICY_CHARTS = (
+    ("reward", ["reward"]),
+    ("KL to the starting policy (nats per response)", ["kl", "kl_k3"]),
+    ("losses", ["policy_loss", "value_loss"]),
+    ("response length (tokens)", ["response_length"]),
+)
 
 
 @admin.register(TrainingRun)
@@ -57,13 +68,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="curves")
     def curves(self, run: TrainingRun) -> SafeString:
-        keys = sorted({key for row in run.metrics for key in row if key not in ("step", "epoch")})
-        loss_keys = [key for key in keys if "loss" in key]
-        other_keys = [key for key in keys if key not in loss_keys]
+        groups: Sequence[tuple[str, list[str]]]
+        if run.kind == TrainingRun.Kind.POLICY:
+            groups = POLICY_CHARTS
+        else:
+            keys = sorted(
+                {key for row in run.metrics for key in row if key not in ("step", "epoch")}
+            )
+            loss_keys = [key for key in keys if "loss" in key]
+            other_keys = [key for key in keys if key not in loss_keys]
+            groups = (("losses", loss_keys), ("metrics", other_keys))
         charts = [
             line_chart_svg({key: metric_series(run.metrics, key) for key in group}, title=title)
-            for title, group in (("losses", loss_keys), ("metrics", other_keys))
-            if group
+            for title, group in groups
+            if group and run.metrics
         ]
         # The SVG is built from numbers and escaped names only (training.charts).
         return mark_safe("".join(charts) or "no metrics yet")
@@ -117,9 +135,31 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "rolled_back_at",
     ]
     actions = ["promote"]
+    change_list_template = "admin/training/modelversion/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "samples/",
+                self.admin_site.admin_view(self.samples),
+                name="training_policy_samples",
+            ),
+            *super().get_urls(),
+        ]
+
+    def samples(self, request: HttpRequest) -> HttpResponse:
+        """Completions of successive policy versions side by side, for the same prompts."""
+        table = policy_samples_side_by_side(versions=_version_numbers(request.GET.get("versions")))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Policy samples side by side",
+            "opts": self.model._meta,
+            **table,
+        }
+        return TemplateResponse(request, "admin/training/modelversion/samples.html", context)
 
     @admin.display(description="held-out accuracy")
     def accuracy(self, version: ModelVersion) -> str:
@@ -143,3 +183,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
             messages.error(request, str(exc))
             return
         messages.success(request, f"{version} is promoted.")
+
+
+def _version_numbers(raw: str | None) -> list[int] | None:
+    """?versions=1,3,4 as numbers; None (the latest versions) when absent or malformed."""
+    if not raw:
+        return None
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()] or None
+    except ValueError:
+        return None

@@ -117,3 +117,50 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} v{self.version} ({self.status})"
+
+
+class PolicySample(models.Model):
+    """Which model wrote a completion that a sampling run put into a batch.
+
+    Declared here, on training's side: `annotation` knows nothing of training (an import
+    contract), so a completion carries only plain text in `Completion.source` ("policy v3") for
+    exports and annotators, and this row links it to the registry for the admin and the loop.
+    `model_version` is empty for samples of the reference (base) policy, which is not in the
+    registry; `policy` names what wrote it either way.
+    """
+
+    completion = models.OneToOneField(
+        "annotation.Completion",
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="policy_sample",
+    )
+    run = models.ForeignKey(
+        TrainingRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="policy_samples",
+        help_text="The sampling run that wrote it into its batch.",
+    )
+    model_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="samples",
+        help_text="The registered policy that wrote it; empty for the reference policy.",
+    )
+    policy = models.CharField(max_length=500, help_text="The policy as loaded: path or base name.")
+    is_reference = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(is_reference=True) | Q(model_version__isnull=False),
+                name="policy_sample_names_its_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"completion {self.completion_id} by {self.policy}"

@@ -9,7 +9,6 @@ model never train any model, and two models are compared on the same prompts.
 import logging
 import os
 import shutil
-import time
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -24,6 +23,7 @@ from annotation.models import Comparison
 from annotation.snapshots import snapshot_create, snapshot_get, snapshot_rankings
 from training import services
 from training.models import ModelVersion, TrainingRun
+from training.progress import RunReporter
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def reward_run_execute(run: TrainingRun) -> dict[str, Any]:
         run=run, progress=0.0, log=f"{len(train)} training and {len(heldout)} held-out rankings"
     )
 
-    report = _Reporter(run)
+    report = RunReporter(run)
 
     root = Path(settings.ARTIFACT_ROOT) / "reward"
     partial, final = root / f"run-{run.pk}.partial", root / f"run-{run.pk}"
@@ -122,30 +122,6 @@ def reward_run_execute(run: TrainingRun) -> dict[str, Any]:
         "decision": decision,
         **_headline(metrics),
     }
-
-
-class _Reporter:
-    """The training's progress callback: buffers the per-step metrics and writes them, with the
-    heartbeat, at most every REPORT_SECONDS. Writing on every step would rewrite the run's
-    growing metrics column thousands of times (a head run takes ~20,000 steps)."""
-
-    REPORT_SECONDS = 2.0
-
-    def __init__(self, run: TrainingRun) -> None:
-        self.run = run
-        self.pending: list[dict[str, Any]] = []
-        self.last = time.monotonic()
-
-    def __call__(self, step: int, total: int, metrics: dict[str, Any]) -> None:
-        self.pending.append(metrics)
-        if step < total and time.monotonic() - self.last < self.REPORT_SECONDS:
-            return
-        self.flush(progress=step / max(total, 1))
-
-    def flush(self, progress: float) -> None:
-        rows, self.pending, self.last = self.pending, [], time.monotonic()
-        if not services.run_report(run=self.run, progress=progress, metrics=rows):
-            raise RuntimeError(f"run {self.run.pk} is no longer running; stopping")
 
 
 def _promote_if_not_worse(version: ModelVersion, heldout: list[Any]) -> str:

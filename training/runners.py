@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 from training import services
 from training.models import TrainingRun
+from training.policy_runs import policy_run_execute
 from training.reward_runs import reward_run_execute
+from training.sampling_runs import sampling_run_execute
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +17,8 @@ Runner = Callable[[TrainingRun], dict]
 
 RUNNERS: dict[str, Runner] = {
     "reward": reward_run_execute,
+    "policy": policy_run_execute,
+    "sampling": sampling_run_execute,
 }
 
 

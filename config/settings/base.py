@@ -178,6 +178,12 @@ REWARD_PROMOTION_TOLERANCE = float(env_str("RANKLOOP_REWARD_PROMOTION_TOLERANCE"
 REWARD_MIN_ACCURACY = float(env_str("RANKLOOP_REWARD_MIN_ACCURACY") or 0.5)
 # rewards.train.TrainConfig fields for runs from the loop, e.g. {"base": "tiny"} for a demo.
 REWARD_TRAIN_DEFAULTS = env_json("RANKLOOP_REWARD_TRAIN", {})
+# training.ppo.PPOConfig fields for policy runs, e.g. {"policy": "/models/smollm2.gguf"}; its
+# "policy" is the base the first policy run starts from (later runs start from the promoted one).
+POLICY_PPO_DEFAULTS = env_json("RANKLOOP_POLICY_PPO", {})
+# A policy run's result is promoted unless its KL to the policy it started from, per response
+# averaged over its last steps, exceeds this many nats (it drifted off to exploit the reward).
+POLICY_MAX_KL = float(env_str("RANKLOOP_POLICY_MAX_KL") or 12.0)
 # A running run whose worker has not reported for this long is marked failed (and retried once).
 RUN_HEARTBEAT_TIMEOUT = env_int("RANKLOOP_RUN_HEARTBEAT_TIMEOUT", 600)
 

@@ -26,9 +26,7 @@ def tiny_config(**overrides) -> TrainConfig:
 @pytest.mark.parametrize(
     ("mode", "encoding"), [("full", "separate"), ("full", "joint"), ("top-n", "joint")]
 )
-def test_tiny_model_reaches_full_training_accuracy_on_separable_rankings(
-    mode, encoding, tmp_path
-):
+def test_tiny_model_reaches_full_training_accuracy_on_separable_rankings(mode, encoding, tmp_path):
     # given 24 K=3 rankings where good > okay > bad
     rankings = separable_rankings(24)
     steps = []
