@@ -19,13 +19,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 Groups = Sequence[Sequence[int]]
 
 # Virtual comparisons between every two items, split evenly, added to the observed ones: keeps
 # every strength finite and pulls items that were compared once only a little.
 BT_PRIOR_COMPARISONS = 0.5
 BT_ITERATIONS = 500
-BT_TOLERANCE = 1e-10
+BT_TOLERANCE = 1e-9
 
 
 def mid_ranks(groups: Groups, items: Sequence[int]) -> list[float]:
@@ -145,45 +147,60 @@ def outcomes_of(groups: Groups) -> list[Outcome]:
 
 def bradley_terry(items: Sequence[int], outcomes: Iterable[Outcome]) -> dict[int, float]:
     """Log-strengths of `items` (mean 0) fitted to the pooled outcomes; higher is better."""
-    index = {item: i for i, item in enumerate(items)}
-    n = len(items)
+    return bradley_terry_many([(items, outcomes)])[0]
+
+
+def bradley_terry_many(
+    problems: Sequence[tuple[Sequence[int], Iterable[Outcome]]],
+) -> list[dict[int, float]]:
+    """`bradley_terry` for many prompts at once: one MM iteration updates all of them, on
+    arrays padded to the largest K (padding has no comparisons and stays out of the mean)."""
+    if not problems:
+        return []
+    p, n = len(problems), max((len(items) for items, _ in problems), default=0)
     if n == 0:
-        return {}
-    wins = [0.0] * n
-    meetings = [[0.0] * n for _ in range(n)]
-    prior = BT_PRIOR_COMPARISONS if n > 1 else 0.0
-    for i in range(n):
-        wins[i] += prior * (n - 1) / 2
-        for j in range(n):
-            if i != j:
-                meetings[i][j] += prior
-    for outcome in outcomes:
-        w, loser = index[outcome.winner], index[outcome.loser]
-        meetings[w][loser] += 1
-        meetings[loser][w] += 1
-        if outcome.tie:
-            wins[w] += 0.5
-            wins[loser] += 0.5
-        else:
-            wins[w] += 1
-    strength = [1.0] * n
+        return [{} for _ in problems]
+    meetings = np.zeros((p, n, n))  # (P, K, K): comparisons of i with j, prior included
+    wins = np.zeros((p, n))  # (P, K): wins of i, a tie counting half
+    real = np.zeros((p, n), dtype=bool)  # (P, K): not padding
+    for row, (items, outcomes) in enumerate(problems):
+        k = len(items)
+        real[row, :k] = True
+        if k > 1:
+            meetings[row, :k, :k] = BT_PRIOR_COMPARISONS
+            np.fill_diagonal(meetings[row], 0.0)
+            wins[row, :k] = BT_PRIOR_COMPARISONS * (k - 1) / 2
+        index = {item: i for i, item in enumerate(items)}
+        for outcome in outcomes:
+            w, loser = index[outcome.winner], index[outcome.loser]
+            meetings[row, w, loser] += 1
+            meetings[row, loser, w] += 1
+            if outcome.tie:
+                wins[row, w] += 0.5
+                wins[row, loser] += 0.5
+            else:
+                wins[row, w] += 1
+    counts = real.sum(axis=1)  # (P,)
+    strength = np.ones((p, n))
     for _ in range(BT_ITERATIONS):
-        updated = []
-        for i in range(n):
-            denominator = sum(
-                meetings[i][j] / (strength[i] + strength[j]) for j in range(n) if j != i
-            )
-            updated.append(wins[i] / denominator if denominator > 0 else strength[i])
-        log_mean = sum(math.log(s) for s in updated) / n
-        updated = [s / math.exp(log_mean) for s in updated]
-        change = max(abs(a - b) for a, b in zip(updated, strength, strict=True))
+        # Hunter's MM step: p_i = W_i / sum_j n_ij / (p_i + p_j)
+        denominator = (meetings / (strength[:, :, None] + strength[:, None, :])).sum(axis=2)
+        has = denominator > 0
+        updated = np.where(has, wins / np.where(has, denominator, 1.0), 1.0)
+        log_mean = np.where(real, np.log(updated), 0.0).sum(axis=1) / counts  # (P,)
+        updated = np.where(real, updated / np.exp(log_mean)[:, None], 1.0)
+        change = float(np.abs(updated - strength).max())
         strength = updated
         if change < BT_TOLERANCE:
             break
-    return {item: math.log(strength[index[item]]) for item in items}
+    logs = np.log(strength)
+    return [
+        {item: float(logs[row, i]) for i, item in enumerate(items)}
+        for row, (items, _) in enumerate(problems)
+    ]
 
 
-def groups_from_scores(scores: dict[int, float], *, tolerance: float = 1e-9) -> list[list[int]]:
+def groups_from_scores(scores: dict[int, float], *, tolerance: float = 1e-6) -> list[list[int]]:
     """Items best first; items whose scores differ by less than `tolerance` form a tie."""
     ordered = sorted(scores, key=lambda item: (-scores[item], item))
     groups: list[list[int]] = []
@@ -246,13 +263,34 @@ class PromptAgreement:
 
 
 def prompt_agreement(items: Sequence[int], rankings: Sequence[RankingInput]) -> PromptAgreement:
-    """Every figure of one prompt: W, pair agreement and the Bradley-Terry consensus over its
+    """Every figure of one prompt (see `prompts_agreement`)."""
+    return prompts_agreement([(items, rankings)])[0]
+
+
+def prompts_agreement(
+    prompts: Sequence[tuple[Sequence[int], Sequence[RankingInput]]],
+) -> list[PromptAgreement]:
+    """Every figure of each prompt: W, pair agreement and the Bradley-Terry consensus over its
     rankings of `items`, and per ranking its leave-one-out tau, pair hits and position bias.
-    Rankings that are not a partition of `items` (none acceptable, or empty) are left out."""
-    wanted = sorted(items)
-    usable = [r for r in rankings if sorted(i for g in r.groups for i in g) == wanted]
+    Rankings that are not a partition of `items` (none acceptable, or empty) are left out.
+    The consensus of all prompts is fitted at once (`bradley_terry_many`)."""
+    figures, problems = [], []
+    for items, rankings in prompts:
+        wanted = sorted(items)
+        usable = [r for r in rankings if sorted(i for g in r.groups for i in g) == wanted]
+        figures.append(_agreement_of(items, usable))
+        problems.append((items, [o for r in usable for o in outcomes_of(r.groups)]))
+    for figure, scores in zip(figures, bradley_terry_many(problems), strict=True):
+        if figure.raters:
+            figure.scores = scores
+            figure.consensus = groups_from_scores(scores)
+    return figures
+
+
+def _agreement_of(items: Sequence[int], usable: Sequence[RankingInput]) -> PromptAgreement:
     rows = [mid_ranks(r.groups, items) for r in usable]
     relations = [_relations(row) for row in rows]
+    item_set = set(items)
     per_ranking: dict[int, RankingAgreement] = {}
     for index, ranking in enumerate(usable):
         others = [row for j, row in enumerate(rows) if j != index]
@@ -265,7 +303,7 @@ def prompt_agreement(items: Sequence[int], rankings: Sequence[RankingInput]) -> 
             if j != index:
                 hits += sum(a == b for a, b in zip(relations[index], other, strict=True))
                 total += len(other)
-        shown = [i for i in ranking.display_order if i in set(items)]
+        shown = [i for i in ranking.display_order if i in item_set]
         per_ranking[ranking.key] = RankingAgreement(
             loo_tau=loo,
             pair_hits=hits,
@@ -273,12 +311,11 @@ def prompt_agreement(items: Sequence[int], rankings: Sequence[RankingInput]) -> 
             position_tau=position_bias(shown, ranking.groups) if len(shown) == len(items) else None,
             copied_order=copies_display_order(shown, ranking.groups),
         )
-    scores = bradley_terry(items, (o for r in usable for o in outcomes_of(r.groups)))
     return PromptAgreement(
         raters=len(usable),
         kendall_w=kendalls_w(rows),
         pair_agreement=pair_agreement(rows),
-        consensus=groups_from_scores(scores) if usable else [],
-        scores=scores if usable else {},
+        consensus=[],
+        scores={},
         rankings=per_ranking,
     )

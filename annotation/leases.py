@@ -7,7 +7,9 @@ with `SELECT ... FOR NO KEY UPDATE SKIP LOCKED` (two claimers never wait on each
 take different rows), then bumps `lease_count` with a conditional UPDATE that re-reads the
 newest row version: a prompt whose last slot a concurrent transaction took is refused there,
 and the claim moves on. Every write to the counters happens under that prompt row's lock, so
-`human_ranking_count + lease_count <= overlap` holds at every commit. NO KEY UPDATE, not
+`human_ranking_count + lease_count <= overlap + extra_overlap` holds at every commit (extra
+annotators for low agreement raise `extra_overlap`; gold prompts, served by
+`annotation.quality.gold_claim` before the queue, are outside it). NO KEY UPDATE, not
 UPDATE: the stronger lock would also block the foreign-key checks of a submit's inserts, so
 claims would skip rows needlessly, and where locks wait, a submit and a claim could deadlock.
 SQLite (the embedded single-user default) has no row locks: it ignores FOR UPDATE and
@@ -148,8 +150,8 @@ def _has_skip_locked() -> bool:
 #   slot       takes the slot, re-checked on the newest row version (our snapshot may predate
 #              a claim that committed after it and took the last slot);
 #   leased     the assignment, its completions shuffled by the database.
-# The INSERT names every column: a field added to Assignment must be added here too (the
-# concurrency tests run this path).
+# The INSERT names every column: a field added to Assignment must be added here too, and in
+# annotation.quality's gold claim (the concurrency tests run this path).
 def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
     """The claim statement and the look that follows it when it found no candidate.
 

@@ -34,7 +34,7 @@ from annotation.agreement import (
     RankingInput,
     attention_passed,
     gold_score,
-    prompt_agreement,
+    prompts_agreement,
 )
 from annotation.models import (
     AnnotatorQuality,
@@ -407,12 +407,20 @@ def _refresh_prompts(prompt_ids: list[int]) -> None:
         rankings[prompt_id].append((ranking_id, annotator_id, groups, shown, duration))
 
     prompt_rows, ranking_rows = [], []
-    for prompt_id, prompt in prompts.items():
+    all_figures = prompts_agreement(
+        [
+            (
+                sorted(completions[prompt_id]),
+                [
+                    RankingInput(key=r[0], groups=r[2], display_order=r[3])
+                    for r in rankings[prompt_id]
+                ],
+            )
+            for prompt_id in prompts
+        ]
+    )
+    for (prompt_id, prompt), figures in zip(prompts.items(), all_figures, strict=True):
         own = rankings[prompt_id]
-        figures = prompt_agreement(
-            sorted(completions[prompt_id]),
-            [RankingInput(key=r[0], groups=r[2], display_order=r[3]) for r in own],
-        )
         prompt_rows.append(
             PromptQuality(
                 prompt_id=prompt_id,

@@ -56,7 +56,10 @@ def bar_chart_svg(
     top = max(value for _, value in bars)
     inner_w, inner_h = width - PAD_LEFT - PAD_RIGHT, height - PAD_TOP - PAD_BOTTOM
     step = inner_w / len(bars)
-    _axes(parts, width, height, (f"{top:.3g}", "0", bars[0][0], bars[-1][0]))
+    # A few bars are named one by one; many get the range at the ends of the axis.
+    named = len(bars) <= 6
+    ends = ("", "") if named else (bars[0][0], bars[-1][0])
+    _axes(parts, width, height, (f"{top:.3g}", "0", *ends))
     for index, (label, value) in enumerate(bars):
         bar_h = value / top * inner_h
         x = PAD_LEFT + index * step + 1
@@ -67,6 +70,11 @@ def bar_chart_svg(
             f'height="{bar_h:.1f}" fill="{colour}"><title>{escape(label)}: {value:g}</title>'
             "</rect>"
         )
+        if named:
+            parts.append(
+                f'<text x="{x + step / 2:.1f}" y="{height - PAD_BOTTOM + 14}" '
+                f'text-anchor="middle">{escape(label)}</text>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -142,7 +150,11 @@ def scatter_svg(
         parts.append(
             f'<circle class="point" cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{COLOUR}" '
             f'fill-opacity="0.7"><title>{escape(label)}: {x:.2f}, {y:.2f}</title></circle>'
-            f'<text x="{cx + 7:.1f}" y="{cy + 4:.1f}">{escape(label)}</text>'
+            + (
+                f'<text x="{cx - 7:.1f}" y="{cy + 4:.1f}" text-anchor="end">{escape(label)}</text>'
+                if cx > PAD_LEFT + inner_w * 0.7
+                else f'<text x="{cx + 7:.1f}" y="{cy + 4:.1f}">{escape(label)}</text>'
+            )
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -8,6 +8,7 @@ handful of aggregate queries; the caller refreshes the stale ones first with
 """
 
 import statistics
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from django.utils import timezone
 from annotation.models import (
     AnnotatorQuality,
     Assignment,
+    Completion,
     Prompt,
     PromptBatch,
     PromptQuality,
@@ -208,3 +210,41 @@ def _round(value: float | None) -> float | None:
 
 def _ratio(hits: int | None, total: int | None) -> float | None:
     return round(hits / total, 4) if hits is not None and total else None
+
+
+def batch_consensus(*, batch: PromptBatch) -> Iterator[dict[str, Any]]:
+    """The Bradley-Terry consensus of every measured prompt of the batch, one dict a prompt,
+    in the rankings export's terms: completion indices in position order (attention checks
+    left out), best first, a group of several a tie; with the ids, scores, W and raters."""
+    figures = (
+        PromptQuality.objects.filter(batch=batch, raters__gt=0)
+        .select_related("prompt")
+        .order_by("prompt_id")
+    )
+    for start in range(0, figures.count(), 1000):
+        chunk = list(figures[start : start + 1000])
+        positions: dict[int, list[int]] = {}
+        for prompt_id, completion_id in (
+            Completion.objects.filter(prompt_id__in=[f.prompt_id for f in chunk])
+            .order_by("prompt_id", "position")
+            .values_list("prompt_id", "id")
+        ):
+            positions.setdefault(prompt_id, []).append(completion_id)
+        for quality in chunk:
+            real = [
+                pk
+                for pk in positions.get(quality.prompt_id, [])
+                if pk != quality.prompt.attention_check_id
+            ]
+            index = {pk: i for i, pk in enumerate(real)}
+            yield {
+                "prompt_id": quality.prompt_id,
+                "external_id": quality.prompt.external_id,
+                "batch": batch.name,
+                "consensus": [[index[pk] for pk in group] for group in quality.consensus],
+                "consensus_ids": quality.consensus,
+                "scores": quality.consensus_scores,
+                "kendall_w": quality.kendall_w,
+                "pair_agreement": quality.pair_agreement,
+                "raters": quality.raters,
+            }

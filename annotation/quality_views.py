@@ -73,6 +73,7 @@ def _charts(report: dict[str, Any]) -> dict[str, str]:
     origin = starts[0] if starts else None
     hours = [(start - origin).total_seconds() / 3600 for start in starts] if origin else []
     labels = (timeline[0]["start"][:16], timeline[-1]["start"][:16]) if timeline else ("", "")
+    hourly = report["throughput"]["bucket"] == "hour"
     histogram = report["agreement"]["histogram"]
     low_bins = sum(1 for bin_ in histogram if bin_["to"] <= report["agreement_threshold"])
     annotators = report["annotators"]
@@ -83,7 +84,7 @@ def _charts(report: dict[str, Any]) -> dict[str, str]:
             x_labels=labels,
         ),
         "throughput": bar_chart_svg(
-            [(row["start"][:16], row["rankings"]) for row in timeline],
+            [(_bucket_label(row["start"], hourly), row["rankings"]) for row in timeline],
             title=f"Rankings per {report['throughput']['bucket']}",
         ),
         "agreement": bar_chart_svg(
@@ -110,6 +111,10 @@ def _charts(report: dict[str, Any]) -> dict[str, str]:
             title="Gold score per annotator (tau with the reference, negatives as 0)",
         ),
     }
+
+
+def _bucket_label(start: str, hourly: bool) -> str:
+    return start[11:16] if hourly else start[:10]
 
 
 def _table(report: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from annotation.admin import PromptForm
 from annotation.agreement import kendalls_w, mid_ranks
 from annotation.exports import ExportOptions, Kind, RankingFilter, export_stream
 from annotation.leases import assignment_next, assignment_submit
@@ -265,7 +266,7 @@ def at_random(truth, shown, rng):
     return order
 
 
-def test_batch_report_on_simulated_annotators() -> None:
+def test_batch_report_on_simulated_annotators(tmp_path) -> None:
     batch = BatchFactory(name="sim", overlap=5, k_min=5, k_max=5)
     prompts = PromptFactory.create_batch(40, batch=batch, k=5)
     gold = prompts[0]
@@ -312,6 +313,16 @@ def test_batch_report_on_simulated_annotators() -> None:
     figure = RankingQuality.objects.filter(prompt=prompt).first()
     assert figure.ms_per_kchar == pytest.approx(6000 * 1000 / chars)
 
+    # The consensus, as the rankings export counts completions: indices in position order.
+    consensus_file = tmp_path / "consensus.jsonl"
+    call_command("batch_report", "sim", "--consensus", str(consensus_file), stdout=StringIO())
+    lines = [json.loads(line) for line in consensus_file.read_text().splitlines()]
+    assert len(lines) == 40
+    # Three careful annotators out of five put the first completion first on most prompts
+    # (alone or tied: with full rankings Bradley-Terry orders by wins, so ties are exact).
+    assert sum(0 in line["consensus"][0] for line in lines) >= 30
+    assert all(line["raters"] == 5 for line in lines[1:])
+
     text = StringIO()
     call_command("batch_report", "sim", stdout=text)
     assert "positional" in text.getvalue()
@@ -335,3 +346,41 @@ def test_the_dashboard_is_for_staff_only() -> None:
     assert b"<svg" in page.content
     assert page_for(admin, "/quality/999999/").status_code == 404
     assert Assignment.objects.count() == 0
+
+
+def test_the_admin_checks_a_reference_ranking_and_resumes_a_paused_annotator() -> None:
+    prompt = PromptFactory(k=3)
+    ids = completion_ids(prompt)
+    data = {
+        "batch": prompt.batch_id,
+        "text": prompt.text,
+        "messages": json.dumps(prompt.messages),
+        "external_id": prompt.external_id,
+        "metadata": "{}",
+    }
+    form = PromptForm(instance=prompt, data={**data, "gold_ranking": json.dumps([ids[0], ids[1]])})
+    assert not form.is_valid()
+    assert "not a reference ranking" in str(form.errors["gold_ranking"])
+    form = PromptForm(
+        instance=prompt, data={**data, "gold_ranking": json.dumps([[ids[2]], ids[:2]])}
+    )
+    assert form.is_valid(), form.errors
+    form.save()
+    assert Prompt.objects.get(pk=prompt.pk).gold_ranking == [[ids[2]], ids[:2]]
+
+    paused = make_annotator("paused")
+    AnnotatorQuality.objects.create(annotator=paused, status=AnnotatorQuality.Status.PAUSED)
+    admin = make_annotator("boss")
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    client = Client()
+    client.force_login(admin)
+    response = client.post(
+        "/admin/annotation/annotatorquality/",
+        {"action": "resume", "_selected_action": [paused.pk]},
+    )
+    assert response.status_code == 302
+    standing = AnnotatorQuality.objects.get(annotator=paused)
+    assert standing.status == AnnotatorQuality.Status.OK
+    assert standing.decided_by == admin
+    assert standing.gold_since is not None

@@ -1,8 +1,9 @@
-"""`python manage.py batch_report NAME [--json]`
+"""`python manage.py batch_report NAME [--json] [--consensus FILE]`
 
 Prints a batch's quality report: progress, throughput, the agreement distribution and the
 annotators' figures, the same numbers the staff dashboard (/quality/) shows. Prompts that got
 rankings since their figures were last stored are recomputed first; the rest are read.
+`--consensus FILE` also writes each prompt's Bradley-Terry consensus ranking as JSONL.
 """
 
 from typing import Any
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import PromptBatch
 from annotation.quality import quality_refresh
-from annotation.quality_report import batch_report
+from annotation.quality_report import batch_consensus, batch_report
 
 COLUMNS = [
     ("annotator", "annotator", 16),
@@ -35,6 +36,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="the batch's name")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
+        parser.add_argument(
+            "--consensus",
+            metavar="FILE",
+            help="write each prompt's consensus ranking (completion indices best first) as JSONL",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         batch = PromptBatch.objects.filter(name=options["name"]).first()
@@ -43,6 +49,13 @@ class Command(BaseCommand):
             raise CommandError(f"no batch named {options['name']!r} (batches: {known or 'none'})")
         quality_refresh(batch_ids=[batch.pk])
         report = batch_report(batch=batch)
+        if options["consensus"]:
+            try:
+                with open(options["consensus"], "wb") as out:
+                    for line in batch_consensus(batch=batch):
+                        out.write(orjson.dumps(line) + b"\n")
+            except OSError as exc:
+                raise CommandError(f"cannot write {options['consensus']}: {exc}") from exc
         if options["json"]:
             self.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
             return
