@@ -19,6 +19,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -119,8 +120,11 @@ def gold_claim(*, annotator: User, now: datetime, expires: datetime) -> GoldClai
         "now": now,
         "expires": expires,
     }
+    # One statement is atomic on its own; inside a caller's transaction, a savepoint keeps a
+    # unique violation from breaking it (as the ordinary claim does).
+    atomic = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with atomic, connection.cursor() as cursor:
             cursor.execute(_GOLD_CLAIM_SQL, params)
             paused, assignment_id = cursor.fetchone()
     except IntegrityError:

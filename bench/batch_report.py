@@ -2,6 +2,7 @@
 annotators each, on PostgreSQL.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/rankloop .venv/bin/python bench/batch_report.py
+    ... bench/batch_report.py --reuse      # time again on the database the last run left
 
 1. Creates its own database, `<name>_bench_quality` beside the one DATABASE_URL names (dropped
    first if it exists), and migrates it.
@@ -11,11 +12,14 @@ annotators each, on PostgreSQL.
    `assignment_submit`) until every prompt has its 3 rankings: three careful ones (the true
    order, an adjacent swap 30 % of the time), one who submits the order shown, one at random
    and one who ties everything in two halves.
-4. Times `manage.py batch_report NAME --json` as a subprocess (Django start-up included) and
-   the report in-process: cold (every prompt's figures computed), warm (nothing changed) and
-   after 20 new rankings (only those prompts recomputed). Best and median of 5 runs each.
+4. Times `manage.py batch_report NAME --json` as a subprocess (Django start-up included, and
+   `manage.py help` beside it: the start-up alone), the command in-process (`call_command`) and
+   the refresh + report alone: cold (every prompt's figures computed), warm (nothing changed)
+   and after 20 new rankings (only those prompts recomputed). Best and median of 5 runs each.
 """
 
+import argparse
+import io
 import os
 import random
 import statistics
@@ -33,34 +37,44 @@ NAME = "bench-quality"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reuse", action="store_true", help="skip steps 1-3")
+    args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rankloop")
     parts = urlsplit(base)
     bench_db = f"{parts.path.lstrip('/')}_bench_quality"
     server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}"')
-        conn.execute(f'CREATE DATABASE "{bench_db}"')
+    if not args.reuse:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}"')
+            conn.execute(f'CREATE DATABASE "{bench_db}"')
     url = f"{server}/{bench_db}"
     env = {**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "0"}
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
+    if not args.reuse:
+        subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, cwd=ROOT)
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
-    seeded = time.perf_counter()
-    batch, annotators = _seed()
-    print(f"database {bench_db}: {PROMPTS} prompts, K={K}, overlap {OVERLAP}")
-    started = time.perf_counter()
-    cycles = _simulate(annotators, random.Random(0))
-    print(
-        f"seeded in {started - seeded:.1f} s; {cycles} rankings through assignment_next/submit "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
+    from django.contrib.auth.models import User
 
-    from annotation.models import PromptQuality, RankingQuality
+    from annotation.models import PromptBatch, PromptQuality, RankingQuality
+
+    print(f"database {bench_db}: {PROMPTS} prompts, K={K}, overlap {OVERLAP}")
+    if args.reuse:
+        batch = PromptBatch.objects.get(name=NAME)
+    else:
+        seeded = time.perf_counter()
+        batch, annotators = _seed()
+        started = time.perf_counter()
+        cycles = _simulate(annotators, random.Random(0))
+        print(
+            f"seeded in {started - seeded:.1f} s; {cycles} rankings through "
+            f"assignment_next/submit in {time.perf_counter() - started:.1f} s"
+        )
 
     def command() -> float:
         start = time.perf_counter()
@@ -71,6 +85,18 @@ def main() -> None:
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )
+        return time.perf_counter() - start
+
+    def start_up() -> float:
+        start = time.perf_counter()
+        subprocess.run([*manage, "help"], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    def call() -> float:
+        from django.core.management import call_command
+
+        start = time.perf_counter()
+        call_command("batch_report", NAME, "--json", stdout=io.StringIO())
         return time.perf_counter() - start
 
     def in_process() -> float:
@@ -86,16 +112,20 @@ def main() -> None:
         PromptQuality.objects.all().delete()
         RankingQuality.objects.filter(gold_tau__isnull=True, attention_passed__isnull=True).delete()
 
-    cold_cmd, cold_in = [], []
+    cold_cmd, cold_call, cold_in = [], [], []
     for _ in range(RUNS):
         forget()
         cold_cmd.append(command())
         forget()
+        cold_call.append(call())
+        forget()
         cold_in.append(in_process())
     warm_cmd = [command() for _ in range(RUNS)]
+    bare = [start_up() for _ in range(RUNS)]
+    warm_call = [call() for _ in range(RUNS)]
     warm_in = [in_process() for _ in range(RUNS)]
     after_new = []
-    extra = _more_annotators(RUNS)
+    extra = _more_annotators(RUNS, start=User.objects.filter(username__startswith="late").count())
     for user in extra:
         _simulate({user: _careful}, random.Random(1), limit=20)
         after_new.append(in_process())
@@ -103,6 +133,10 @@ def main() -> None:
     print(f"batch_report {NAME} --json (subprocess, Django start-up included):")
     print(f"  cold (500 prompts recomputed): {_fmt(cold_cmd)}")
     print(f"  warm (nothing to recompute):   {_fmt(warm_cmd)}")
+    print(f"  manage.py help (start-up only): {_fmt(bare)}")
+    print("call_command('batch_report', ..., '--json') in-process:")
+    print(f"  cold:                          {_fmt(cold_call)}")
+    print(f"  warm:                          {_fmt(warm_call)}")
     print("refresh + report in-process:")
     print(f"  cold:                          {_fmt(cold_in)}")
     print(f"  warm:                          {_fmt(warm_in)}")
@@ -190,13 +224,13 @@ def _seed():
     return batch, annotators
 
 
-def _more_annotators(n: int):
+def _more_annotators(n: int, start: int = 0):
     from django.contrib.auth.models import User
 
     from annotation.roles import Role, user_set_role
 
     users = []
-    for i in range(n):
+    for i in range(start, start + n):
         user = User.objects.create(username=f"late{i}")
         user_set_role(user=user, role=Role.ANNOTATOR)
         users.append(user)

@@ -32,6 +32,9 @@ COLUMNS = [
 
 class Command(BaseCommand):
     help = "Print a batch's annotation quality report (agreement, annotators, progress)."
+    # A report reads the database only: the system checks would import every URL module (the
+    # API schema, the reward scorer) and more than double its time.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", help="the batch's name")
