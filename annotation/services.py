@@ -43,11 +43,10 @@ def ranking_submit(
     first one back, also when the two submissions race; a different ranking raises
     RankingConflict. Invalid input raises InvalidRanking and writes nothing.
     """
-    completions = prompt.completions.all()
+    completion_ids = list(prompt.completions.values_list("id", flat=True))
     if prompt.attention_check_id is not None:
         # Taken out of the submission by annotation.quality: it never becomes a comparison.
-        completions = completions.exclude(pk=prompt.attention_check_id)
-    completion_ids = list(completions.values_list("id", flat=True))
+        completion_ids = [pk for pk in completion_ids if pk != prompt.attention_check_id]
     clean_groups = _clean_groups(groups, completion_ids, not_rankable=not_rankable)
     _check_k(prompt.batch, len(completion_ids))
     if annotator is None and not external_id:
