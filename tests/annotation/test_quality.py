@@ -148,6 +148,12 @@ def test_attention_checks_are_shown_scored_and_never_exported(postgres) -> None:
     assert attention_checks_add(batch=batch, share=1.0, seed=1) == 2
     checks = {p.pk: Prompt.objects.get(pk=p.pk).attention_check for p in prompts}
     assert all(check is not None for check in checks.values())
+    # One answer cut off mid-sentence, one answer to the other prompt.
+    first, second = (checks[p.pk] for p in prompts)
+    own = [c.text for c in prompts[0].completions.exclude(pk=first.pk)]
+    assert any(text.startswith(first.text) and len(first.text) < len(text) for text in own)
+    assert not first.text.endswith((".", "!", "?"))
+    assert second.text in [c.text for c in prompts[0].completions.exclude(pk=first.pk)]
     api = client_for(annotator := make_annotator())
 
     results = []
