@@ -3,11 +3,24 @@ their comparisons. Rankings are evidence: the admin shows them and never edits t
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
-from annotation.models import Assignment, Comparison, Completion, Prompt, PromptBatch, Ranking
+from annotation.models import (
+    AnnotatorQuality,
+    Assignment,
+    Comparison,
+    Completion,
+    Prompt,
+    PromptBatch,
+    Ranking,
+)
+from annotation.quality import annotator_resume, attention_checks_add, gold_ranking_clean
+from annotation.rankings import InvalidRanking
 from annotation.services import batches_publish
 
 
@@ -22,7 +35,9 @@ class PromptBatchAdmin(admin.ModelAdmin):
         "overlap",
         "prompt_count",
         "created_at",
+        "quality_link",
     ]
+    actions = ["add_attention_checks"]
     list_filter = ["status"]
     list_editable = ["status", "priority"]
     search_fields = ["name"]
@@ -46,6 +61,16 @@ class PromptBatchAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
+    @admin.display(description="quality")
+    def quality_link(self, batch: PromptBatch) -> str:
+        return format_html('<a href="{}">dashboard</a>', reverse("quality-batch", args=[batch.pk]))
+
+    @admin.action(description="Add an attention check to 10% of the untouched prompts")
+    def add_attention_checks(self, request: HttpRequest, queryset: QuerySet[PromptBatch]) -> None:
+        for batch in queryset:
+            added = attention_checks_add(batch=batch, share=0.1, seed=batch.pk)
+            self.message_user(request, f"{batch.name}: {added} attention checks added")
+
 
 class CompletionInline(admin.TabularInline):
     model = Completion
@@ -53,8 +78,24 @@ class CompletionInline(admin.TabularInline):
     fields = ["position", "text", "source"]
 
 
+class PromptForm(forms.ModelForm):
+    class Meta:
+        model = Prompt
+        fields = ["batch", "text", "messages", "external_id", "metadata", "gold_ranking"]
+
+    def clean_gold_ranking(self) -> Any:
+        groups = self.cleaned_data.get("gold_ranking")
+        if groups in (None, "", []):
+            return None
+        try:
+            return gold_ranking_clean(prompt=self.instance, groups=groups)
+        except InvalidRanking as exc:
+            raise forms.ValidationError(f"not a reference ranking of this prompt: {exc}") from exc
+
+
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
+    form = PromptForm
     list_display = [
         "__str__",
         "batch",
@@ -68,7 +109,9 @@ class PromptAdmin(admin.ModelAdmin):
     search_fields = ["external_id", "text"]
     inlines = [CompletionInline]
     # The assignment queue's counters: only its services write them, under the row lock.
-    readonly_fields = ["human_ranking_count", "lease_count"]
+    # A gold_ranking (completion ids best first, e.g. [[12], [10, 11], [13]]) makes the prompt
+    # a gold prompt; attention checks and extra annotators come from annotation.quality.
+    readonly_fields = ["human_ranking_count", "lease_count", "extra_overlap", "attention_check"]
 
     @admin.display(description="text")
     def short_text(self, prompt: Prompt) -> str:
@@ -123,3 +166,25 @@ class AssignmentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(AnnotatorQuality)
+class AnnotatorQualityAdmin(admin.ModelAdmin):
+    """Annotators' gold standing. A paused annotator gets no work until resumed here."""
+
+    list_display = ["annotator", "status", "gold_score", "gold_count", "gold_since", "decided_by"]
+    list_filter = ["status"]
+    list_select_related = ["annotator", "decided_by"]
+    actions = ["resume"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in AnnotatorQuality._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Resume: give them work again, gold score from now on")
+    def resume(self, request: HttpRequest, queryset: QuerySet[AnnotatorQuality]) -> None:
+        for standing in queryset.select_related("annotator"):
+            annotator_resume(annotator=standing.annotator, decided_by=request.user)  # type: ignore[arg-type]
+        self.message_user(request, f"{queryset.count()} resumed", messages.SUCCESS)

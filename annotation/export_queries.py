@@ -67,7 +67,8 @@ SELECT r.id, r.external_id, r.origin, ps.pseudonym, r.groups, r.not_rankable,
        r.display_order, r.duration_ms, r.rationale, r.flags, r.guidelines_version, r.created_at,
        p.id, p.external_id, p.text, p.messages, p.metadata, b.name,
        (SELECT json_agg(json_build_array(c.id, c.text, c.source) ORDER BY c.position)
-          FROM annotation_completion c WHERE c.prompt_id = p.id)::text
+          FROM annotation_completion c
+          WHERE c.prompt_id = p.id AND c.id IS DISTINCT FROM p.attention_check_id)::text
 FROM annotation_ranking r
 JOIN annotation_prompt p ON p.id = r.prompt_id
 JOIN annotation_promptbatch b ON b.id = p.batch_id

@@ -7,7 +7,9 @@ with `SELECT ... FOR NO KEY UPDATE SKIP LOCKED` (two claimers never wait on each
 take different rows), then bumps `lease_count` with a conditional UPDATE that re-reads the
 newest row version: a prompt whose last slot a concurrent transaction took is refused there,
 and the claim moves on. Every write to the counters happens under that prompt row's lock, so
-`human_ranking_count + lease_count <= overlap` holds at every commit. NO KEY UPDATE, not
+`human_ranking_count + lease_count <= overlap + extra_overlap` holds at every commit (extra
+annotators for low agreement raise `extra_overlap`; gold prompts, served by
+`annotation.quality.gold_claim` before the queue, are outside it). NO KEY UPDATE, not
 UPDATE: the stronger lock would also block the foreign-key checks of a submit's inserts, so
 claims would skip rows needlessly, and where locks wait, a submit and a claim could deadlock.
 SQLite (the embedded single-user default) has no row locks: it ignores FOR UPDATE and
@@ -37,6 +39,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
+from annotation import quality
 from annotation.models import Assignment, Prompt, PromptBatch, Ranking
 from annotation.selectors import assignment_get_for_annotator
 from annotation.services import RankingConflict, ranking_submit
@@ -84,6 +87,11 @@ def assignment_next(*, annotator: User) -> Assignment | None:
         # Closes their own lapsed lease too, which the partial unique index (one active
         # assignment per annotator) requires before they get a new one.
         _close_lapsed(Assignment.objects.all(), now=now)
+    gold = quality.gold_claim(annotator=annotator, now=now, expires=now + lease_duration())
+    if gold.paused:
+        return None
+    if gold.assignment is not None:
+        return gold.assignment
     for _ in range(CLAIM_ATTEMPTS):
         try:
             claimed = _claim(annotator=annotator, now=now)
@@ -166,8 +174,8 @@ def _has_skip_locked() -> bool:
 #   slot       takes the slot, re-checked on the newest row version (our snapshot may predate
 #              a claim that committed after it and took the last slot);
 #   leased     the assignment, its completions shuffled by the database.
-# The INSERT names every column: a field added to Assignment must be added here too (the
-# concurrency tests run this path).
+# The INSERT names every column: a field added to Assignment must be added here too, and in
+# annotation.quality's gold claim (the concurrency tests run this path).
 def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
     """The claim statement and the look that follows it when it found no candidate.
 
@@ -180,7 +188,8 @@ def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
         FROM annotation_prompt p
         JOIN annotation_promptbatch b ON b.id = p.batch_id
         WHERE {batch_filter}
-          AND p.human_ranking_count + p.lease_count < b.overlap
+          AND p.human_ranking_count + p.lease_count < b.overlap + p.extra_overlap
+          AND p.gold_ranking IS NULL
           AND NOT EXISTS (
               SELECT 1 FROM annotation_assignment a
               WHERE a.prompt_id = p.id AND a.annotator_id = %(annotator)s
@@ -199,7 +208,7 @@ def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
         FROM candidate, annotation_promptbatch b
         WHERE p.id = candidate.id
           AND b.id = p.batch_id
-          AND p.human_ranking_count + p.lease_count < b.overlap
+          AND p.human_ranking_count + p.lease_count < b.overlap + p.extra_overlap
         RETURNING p.id
     ), leased AS (
         INSERT INTO annotation_assignment (
@@ -261,10 +270,10 @@ def _claim_portable(
     exact all the same. It is also correct, if slower, on PostgreSQL."""
     already_had = Assignment.objects.filter(prompt=OuterRef("pk"), annotator=annotator)
     candidates = list(
-        Prompt.objects.filter(batch_id__in=batch_ids)
+        Prompt.objects.filter(batch_id__in=batch_ids, gold_ranking__isnull=True)
         .select_related("batch")
         .alias(taken=F("human_ranking_count") + F("lease_count"))
-        .filter(taken__lt=F("batch__overlap"))
+        .filter(taken__lt=F("batch__overlap") + F("extra_overlap"))
         .exclude(Exists(already_had))
         .order_by("human_ranking_count", "created_at", "id")
         # One row at a time: where locks wait (PostgreSQL without SKIP LOCKED in the tests),
@@ -274,7 +283,9 @@ def _claim_portable(
     for prompt in candidates:
         took_slot = (
             Prompt.objects.filter(pk=prompt.pk)
-            .filter(human_ranking_count__lt=prompt.batch.overlap - F("lease_count"))
+            .filter(
+                human_ranking_count__lt=prompt.batch.overlap + F("extra_overlap") - F("lease_count")
+            )
             .update(lease_count=F("lease_count") + 1)
         )
         if not took_slot:
@@ -367,13 +378,16 @@ def assignment_submit(
     """
     locked = _lock_open(annotator=annotator, assignment_id=assignment_id)
     prompt = locked.prompt
+    screened = quality.submission_screen(
+        prompt=prompt, groups=groups, display_order=locked.display_order
+    )
     try:
         ranking = ranking_submit(
             prompt=prompt,
-            groups=groups,
+            groups=screened.groups,
             annotator=annotator,
             not_rankable=not_rankable,
-            display_order=locked.display_order,
+            display_order=screened.display_order,
             duration_ms=duration_ms,
             rationale=rationale,
             flags=flags,
@@ -381,6 +395,7 @@ def assignment_submit(
         )
     except RankingConflict as exc:
         raise AssignmentClosed(str(exc), assignment=locked) from exc
+    quality.ranking_screened(ranking=ranking, prompt=prompt, screen=screened)
     with connection.cursor() as cursor:
         cursor.execute(_CLOSE_SUBMITTED_SQL, [ranking.pk, timezone.now(), locked.pk])
         cursor.execute(_COUNT_SUBMITTED_SQL, [prompt.pk])

@@ -43,6 +43,17 @@ class PromptBatch(models.Model):
     priority = models.IntegerField(default=0, help_text="Higher batches are served first.")
     guidelines = models.TextField(blank=True)
     guidelines_version = models.PositiveIntegerField(default=1)
+    gold_rate = models.FloatField(
+        default=0.0,
+        help_text="Share of the claims that serve one of the batch's gold prompts (0 to 1).",
+    )
+    agreement_threshold = models.FloatField(
+        default=0.5,
+        help_text="Prompts whose Kendall's W falls below this get an extra annotator.",
+    )
+    extra_annotators_max = models.PositiveSmallIntegerField(
+        default=0, help_text="Most extra annotators a low-agreement prompt may get."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -61,6 +72,9 @@ class PromptBatch(models.Model):
             models.CheckConstraint(condition=Q(overlap__gte=1), name="batch_overlap_positive"),
             models.CheckConstraint(
                 condition=Q(guidelines_version__gte=1), name="batch_guidelines_version_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="batch_gold_rate_share"
             ),
         ]
 
@@ -86,6 +100,24 @@ class Prompt(models.Model):
     lease_count = models.PositiveIntegerField(
         default=0, help_text="Assignments active now (expired ones until they are reaped)."
     )
+    # Annotation quality (annotation/quality.py). A gold prompt is served to every annotator at
+    # the batch's gold rate instead of by overlap; its reference ranking scores them.
+    gold_ranking = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Reference ranking (completion ids best first) that makes this a gold prompt.",
+    )
+    extra_overlap = models.PositiveSmallIntegerField(
+        default=0, help_text="Annotators added beyond the batch's overlap for low agreement."
+    )
+    attention_check = models.ForeignKey(
+        "Completion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A degraded completion that must rank last; never exported or trained on.",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -101,6 +133,10 @@ class Prompt(models.Model):
             models.Index(
                 fields=["batch", "human_ranking_count", "created_at", "id"],
                 name="prompt_queue_order",
+            ),
+            # The gold claim looks only at gold prompts: usually none, a few at most.
+            models.Index(
+                fields=["batch"], condition=Q(gold_ranking__isnull=False), name="prompt_gold"
             ),
         ]
 
@@ -370,3 +406,102 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"snapshot {self.pk}"
+
+
+class PromptQuality(models.Model):
+    """A prompt's agreement figures, refreshed when its human rankings change
+    (`annotation.quality.quality_refresh`), so that reports read them instead of computing."""
+
+    prompt = models.OneToOneField(
+        Prompt, primary_key=True, on_delete=models.CASCADE, related_name="quality"
+    )
+    batch = models.ForeignKey(PromptBatch, on_delete=models.CASCADE, related_name="+")
+    human_rankings = models.PositiveIntegerField(
+        help_text="The prompt's human_ranking_count when these figures were computed."
+    )
+    raters = models.PositiveIntegerField(help_text="Rankings that entered the figures.")
+    kendall_w = models.FloatField(null=True, blank=True)
+    pair_agreement = models.FloatField(null=True, blank=True)
+    consensus = models.JSONField(
+        default=list, help_text="Bradley-Terry consensus: completion ids best first, with ties."
+    )
+    consensus_scores = models.JSONField(default=dict, help_text="{completion id: log-strength}")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "prompt quality"
+        indexes = [models.Index(fields=["batch", "kendall_w"], name="promptquality_batch_w")]
+
+    def __str__(self) -> str:
+        return f"quality of prompt {self.prompt_id}"
+
+
+class RankingQuality(models.Model):
+    """One human ranking's figures: its agreement with the prompt's other rankings, how it
+    relates to the order shown, and its gold and attention-check results."""
+
+    ranking = models.OneToOneField(
+        Ranking, primary_key=True, on_delete=models.CASCADE, related_name="quality"
+    )
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    batch = models.ForeignKey(PromptBatch, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    loo_tau = models.FloatField(null=True, blank=True)
+    pair_hits = models.PositiveIntegerField(default=0)
+    pair_total = models.PositiveIntegerField(default=0)
+    position_tau = models.FloatField(null=True, blank=True)
+    copied_order = models.BooleanField(null=True, blank=True)
+    ms_per_kchar = models.FloatField(null=True, blank=True)
+    gold_tau = models.FloatField(null=True, blank=True)
+    attention_passed = models.BooleanField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "ranking quality"
+        indexes = [
+            models.Index(fields=["batch", "annotator"], name="rankingquality_batch_user"),
+            models.Index(
+                fields=["annotator", "created_at"],
+                condition=Q(gold_tau__isnull=False),
+                name="rankingquality_gold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"quality of ranking {self.ranking_id}"
+
+
+class AnnotatorQuality(models.Model):
+    """An annotator's standing on gold prompts. Paused annotators get no work until an admin
+    resumes them; after that only gold rankings from then on count."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        WARNED = "warned"
+        PAUSED = "paused"
+
+    annotator = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="annotation_quality",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
+    gold_score = models.FloatField(null=True, blank=True, help_text="Mean gold tau since.")
+    gold_count = models.PositiveIntegerField(default=0)
+    gold_since = models.DateTimeField(
+        null=True, blank=True, help_text="Gold rankings before this do not count."
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "annotator quality"
+
+    def __str__(self) -> str:
+        return f"{self.annotator}: {self.status}"

@@ -9,9 +9,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 
-from annotation.models import Comparison, DatasetSnapshot, Prompt, PromptBatch, Ranking
+from annotation.models import (
+    Comparison,
+    Completion,
+    DatasetSnapshot,
+    Prompt,
+    PromptBatch,
+    Ranking,
+)
 from annotation.pseudonyms import user_ids_for_pseudonym
 
 Q = TypeVar("Q", bound=QuerySet[Any])
@@ -40,7 +47,12 @@ def prompt_list(
     created_before: datetime | None = None,
     k: int | None = None,
 ) -> QuerySet[Prompt]:
-    queryset = Prompt.objects.select_related("batch").prefetch_related("completions")
+    # Attention checks (annotation/quality.py) are not data: researchers never see them.
+    checks = Prompt.objects.filter(attention_check__isnull=False).values("attention_check")
+    real = Completion.objects.exclude(pk__in=checks)
+    queryset = Prompt.objects.select_related("batch").prefetch_related(
+        Prefetch("completions", queryset=real)
+    )
     if batches:
         queryset = queryset.filter(batch__name__in=batches)
     if created_after is not None:

@@ -67,7 +67,11 @@ def annotator_progress(*, user: User, batch: PromptBatch, now: datetime | None =
         status=Assignment.Status.ACTIVE
     )
     left = (
-        Prompt.objects.filter(batch=batch, human_ranking_count__lt=F("batch__overlap"))
+        Prompt.objects.filter(
+            batch=batch,
+            gold_ranking__isnull=True,
+            human_ranking_count__lt=F("batch__overlap") + F("extra_overlap"),
+        )
         .exclude(Exists(had))
         .count()
     )

@@ -51,6 +51,9 @@ def ranking_submit(
     unique constraint still decides, should the caller be wrong.
     """
     completion_ids = _completion_ids(prompt)
+    if prompt.attention_check_id is not None:
+        # Taken out of the submission by annotation.quality: it never becomes a comparison.
+        completion_ids = [pk for pk in completion_ids if pk != prompt.attention_check_id]
     clean_groups = _clean_groups(groups, completion_ids, not_rankable=not_rankable)
     _check_k(prompt.batch, len(completion_ids))
     if annotator is None and not external_id:

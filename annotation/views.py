@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from annotation.leases import assignment_next
 from annotation.models import Assignment
+from annotation.quality import annotator_standing
 from annotation.rendering import markdown_to_html
 from annotation.roles import Role, user_role
 from annotation.selectors import (
@@ -49,9 +50,15 @@ def annotate_next_fragment(request: HttpRequest) -> HttpResponse:
 
 def _workspace(user: User) -> dict[str, Any]:
     assignment = assignment_next(annotator=user)
+    # Gold standing: warned annotators see a notice, paused ones why they get no work.
+    standing = annotator_standing(user=user)
     if assignment is None:
-        return {"assignment": None, "done_today": annotator_done_today(user=user)}
-    return _assignment_context(user, assignment)
+        return {
+            "assignment": None,
+            "done_today": annotator_done_today(user=user),
+            "standing": standing,
+        }
+    return {**_assignment_context(user, assignment), "standing": standing}
 
 
 def _assignment_context(user: User, assignment: Assignment) -> dict[str, Any]:

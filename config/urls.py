@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from annotation import quality_views
 from annotation import views as annotation_views
 from config import health
 
@@ -20,5 +21,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("annotate/", annotation_views.annotate_page, name="annotate"),
     path("annotate/next/", annotation_views.annotate_next_fragment, name="annotate-next"),
+    path("quality/", quality_views.quality_index, name="quality"),
+    path("quality/<int:batch_id>/", quality_views.quality_batch, name="quality-batch"),
     path("", RedirectView.as_view(pattern_name="annotate", permanent=False)),
 ]

@@ -98,6 +98,12 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 
 # How long an annotator holds a prompt before it goes back to the pool.
 ANNOTATION_LEASE_MINUTES = env_int("RANKLOOP_LEASE_MINUTES", 30)
+# Gold prompts (annotation/quality.py): an annotator's mean Kendall tau against the reference
+# rankings, judged once they have ranked this many gold prompts, warns them below one
+# threshold and pauses their work below the other until an admin resumes them.
+GOLD_MIN_RANKINGS = env_int("RANKLOOP_GOLD_MIN_RANKINGS", 3)
+GOLD_WARN_BELOW = float(env_str("RANKLOOP_GOLD_WARN_BELOW") or 0.5)
+GOLD_PAUSE_BELOW = float(env_str("RANKLOOP_GOLD_PAUSE_BELOW") or 0.2)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotate"
