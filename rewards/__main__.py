@@ -33,6 +33,15 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, default=default)
         elif f.name == "epochs":
             parser.add_argument(flag, type=int, default=default, help="default: 30 head, 1 others")
+        elif f.name == "encoding":
+            parser.add_argument(
+                flag,
+                choices=["joint", "separate"],
+                default=None,
+                help="default: separate, joint in top-n mode",
+            )
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=float, nargs="+", default=default)
         else:
             parser.add_argument(flag, type=type(default), default=default)
 
