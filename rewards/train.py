@@ -70,7 +70,7 @@ class TrainConfig:
     # chosen on the validation split (seconds on cached features; what generalises on
     # thousands of rankings); "adamw" runs the same loop as the other modes.
     head_optimizer: str = "lbfgs"
-    head_l2_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)  # on standardised features
+    head_l2_grid: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # standardised
 
     def __post_init__(self) -> None:
         # The head trains in seconds per epoch on cached features; a backbone pass is costly.
