@@ -6,8 +6,8 @@ database that went away. Pages keep Django's own error pages.
   sentence on validation errors whose body is only per-field lists.
 - `page_not_found`, `bad_request`, `permission_denied`, `server_error` are the URLconf's
   handler404/400/403/500: JSON under /api/, Django's page elsewhere.
-- `HardeningMiddleware` refuses a body over DATA_UPLOAD_MAX_MEMORY_SIZE (413) before anything
-  reads it, a NUL character in the query string (400: PostgreSQL text cannot hold one), and
+- `HardeningMiddleware` refuses an API body over DATA_UPLOAD_MAX_MEMORY_SIZE (413) before
+  anything reads it, a NUL character in the query string (400: PostgreSQL text cannot hold one), and
   turns a lost database connection into 503 with Retry-After, dropping the broken connection
   so that the retry gets a fresh one.
 """
@@ -80,14 +80,15 @@ class HardeningMiddleware:
         return self.get_response(request)
 
     def _refuse(self, request: HttpRequest) -> HttpResponse | None:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        try:
-            too_big = limit is not None and int(length) > limit
-        except ValueError:
-            return _error(request, 400, f"Content-Length {length[:40]!r} is not a number.")
-        if too_big:
-            return _error(request, 413, _too_big_message())
+        if is_api(request):  # pages keep Django's own limit, which leaves out file uploads
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            length = request.META.get("CONTENT_LENGTH") or "0"
+            try:
+                too_big = limit is not None and int(length) > limit
+            except ValueError:
+                return _error(request, 400, f"Content-Length {length[:40]!r} is not a number.")
+            if too_big:
+                return _error(request, 413, _too_big_message())
         if any(
             "\x00" in key or any("\x00" in value for value in values)
             for key, values in request.GET.lists()
