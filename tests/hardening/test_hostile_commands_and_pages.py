@@ -371,3 +371,59 @@ def test_csv_exports_neutralise_formula_payloads(kind: str, tmp_path: Path) -> N
         cells = [cell for row in rows[1:] for cell in row]
         assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
         assert any(cell.startswith("'=HYPERLINK(") for cell in cells)
+
+
+BATCH_FORM = {
+    "name": "fine",
+    "status": "draft",
+    "k_min": "2",
+    "k_max": "9",
+    "overlap": "3",
+    "priority": "0",
+    "guidelines": "",
+    "guidelines_version": "1",
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": "bad\x00name"}, "Null characters are not allowed"),
+        ({"guidelines": "a\x00b"}, "Null characters are not allowed"),
+        ({"k_min": "1"}, "k_min"),
+        ({"k_max": "17"}, "k_max"),
+        ({"k_min": "9", "k_max": "2"}, "k_"),
+        ({"overlap": "0"}, "overlap"),
+        ({"overlap": "1.5"}, "Enter a whole number"),
+        ({"priority": "99999999999999999999"}, "Ensure this value"),
+        ({"status": "launched"}, "Select a valid choice"),
+        ({"name": "world"}, "already exists"),
+    ],
+    ids=["NUL name", "NUL guidelines", "K below 2", "K above 16", "K range reversed",
+         "no overlap", "float overlap", "huge priority", "unknown status", "taken name"],
+)  # fmt: skip
+def test_the_admin_batch_form_refuses_bad_input_and_writes_nothing(
+    changes: dict[str, str], message: str, world: World
+) -> None:
+    staff = Client(raise_request_exception=False)
+    staff.force_login(world.users["admin"])
+    before = row_counts()
+
+    response = staff.post("/admin/annotation/promptbatch/add/", {**BATCH_FORM, **changes})
+
+    assert response.status_code == 200, response.status_code  # the form again, with errors
+    page = response.content.decode()
+    assert "errornote" in page
+    assert message.lower() in page.lower()
+    assert row_counts() == before
+
+
+def test_the_admin_batch_form_accepts_good_input(world: World) -> None:
+    # The control for the cases above: the same form, unchanged, creates the batch.
+    staff = Client()
+    staff.force_login(world.users["admin"])
+
+    response = staff.post("/admin/annotation/promptbatch/add/", BATCH_FORM)
+
+    assert response.status_code == 302
+    assert PromptBatch.objects.filter(name="fine").exists()
