@@ -13,7 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import IO, Any
 
-from rest_framework.exceptions import ParseError
+from django.conf import settings
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
 MAX_DEPTH = 32
@@ -27,11 +28,23 @@ class StrictJSONParser(JSONParser):
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         encoding = (parser_context or {}).get("encoding") or "utf-8"
+        # The middleware refused a Content-Length over the limit; this bounds a body that
+        # arrived without one, whatever the server in front lets through.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raw = stream.read() if limit is None else stream.read(limit + 1)
+        if limit is not None and len(raw) > limit:
+            raise BodyTooLarge(f"The request body is over the limit of {limit} bytes.")
         try:
-            text = codecs.getreader(encoding)(stream).read()
+            text = codecs.decode(raw, encoding)
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"The body is not valid {encoding}: {exc}") from exc
         return loads_strict(text)
+
+
+class BodyTooLarge(APIException):
+    status_code = 413
+    default_detail = "The request body is too large."
+    default_code = "request_too_large"
 
 
 def loads_strict(text: str) -> Any:

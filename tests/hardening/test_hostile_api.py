@@ -7,6 +7,7 @@ Each case names who sends it, the request and the exact answer: the status, a JS
 (alice's submitted one) and `{snapshot}`; a callable body receives the World.
 """
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from config.api_input import BodyTooLarge, StrictJSONParser
 from tests.hardening.world import World, build_world, row_counts, token_client
 
 pytestmark = pytest.mark.django_db
@@ -723,3 +725,16 @@ def test_hostile_request_is_refused_clearly_and_changes_nothing(case: Case, worl
     assert isinstance(detail, str)
     assert case.detail.lower() in detail.lower(), detail
     assert row_counts() == before
+
+
+def test_the_parser_bounds_a_body_that_came_without_a_length(settings: Any) -> None:
+    # A server in front may pass a chunked body on without Content-Length, which the
+    # middleware's check cannot see; the parser reads at most the limit and one byte more.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = io.BytesIO(b'{"rationale": "' + b"x" * 5000 + b'"}')
+
+    with pytest.raises(BodyTooLarge) as refused:
+        StrictJSONParser().parse(body)
+
+    assert refused.value.status_code == 413
+    assert body.tell() == 1001
