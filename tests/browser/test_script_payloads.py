@@ -1,6 +1,8 @@
 """Script payloads in every text an annotator sees, in a real browser: none runs, on the page
 as first served nor in the workspace the page's script swaps in after a submit."""
 
+from typing import Any
+
 import pytest
 
 from annotation.models import Completion, Prompt
@@ -44,7 +46,12 @@ def evil_batch() -> None:
 
 def test_no_payload_runs_on_the_ranking_page(page, live_server, evil_batch) -> None:
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
 
     # when: rita logs in and the first prompt is shown
     page.goto(f"{live_server.url}/annotate/")
