@@ -262,3 +262,57 @@ def test_submissions_go_on_while_redis_is_down(start_gunicorn: Any, redis: Redis
         what="readyz to see Redis again",
     )
     assert connection.vendor == "postgresql"
+
+
+def test_workers_killed_at_random_under_load_leave_every_ranking_whole(
+    start_gunicorn: Any,
+) -> None:
+    # given: three workers serving eight annotators who submit as fast as they can
+    server = start_gunicorn(workers=3)
+    PromptFactory.create_batch(60, batch=BatchFactory(overlap=2), k=5)
+    tokens = [Token.objects.create(user=make_user(f"ann{i}", Role.ANNOTATOR)).key for i in range(8)]
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def annotate(token: str) -> None:
+        while not stop.is_set():
+            try:
+                status, assignment, _ = call(server, "GET", "/api/v1/assignments/next/", token)
+                if status == 204:
+                    return
+                if status != 200:
+                    continue
+                status, body, _ = submit(server, token, assignment)
+                if status == 201:
+                    accepted.append(body["ranking_id"])
+            except (OSError, http.client.HTTPException, json.JSONDecodeError):
+                continue  # the worker died under this request: try again
+
+    threads = [threading.Thread(target=annotate, args=(t,), daemon=True) for t in tokens]
+    for thread in threads:
+        thread.start()
+
+    # when: a worker is SIGKILLed every 0.3 s for 4 s, wherever it is
+    killed = 0
+    for _ in range(13):
+        stop.wait(0.3)
+        pids = server.workers_pids()
+        if pids:
+            os.kill(pids[killed % len(pids)], signal.SIGKILL)
+            killed += 1
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    # then: every ranking in the database is whole (its 10 comparisons, its assignment
+    # submitted, its prompt counted), and every submission the clients saw accepted is there
+    rankings = list(Ranking.objects.values_list("id", flat=True))
+    assert accepted
+    assert set(accepted) <= set(rankings)
+    assert killed >= 10
+    for ranking_id in rankings:
+        assert Comparison.objects.filter(ranking_id=ranking_id).count() == 10
+        assert Assignment.objects.get(ranking_id=ranking_id).status == "submitted"
+    for prompt in Prompt.objects.all():
+        assert prompt.human_ranking_count == prompt.rankings.count()
+        assert prompt.human_ranking_count <= 2
