@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from rest_framework.test import APIClient
 
 from config.api_input import BodyTooLarge, StrictJSONParser
 from tests.hardening.world import World, build_world, row_counts, token_client
@@ -738,3 +739,29 @@ def test_the_parser_bounds_a_body_that_came_without_a_length(settings: Any) -> N
 
     assert refused.value.status_code == 413
     assert body.tell() == 1001
+
+
+@pytest.mark.parametrize(
+    ("header", "detail"),
+    [
+        ("Token", "no credentials provided"),
+        ("Token a b", "should not contain spaces"),
+        ("Token \x00\x01", "invalid token"),
+        ("Token " + "f" * 10_000, "invalid token"),
+        ("Token ' OR '1'='1", "invalid token"),
+        ("Bearer abc", "credentials were not provided"),
+        ("Basic YWRtaW46YWRtaW4=", "credentials were not provided"),  # admin:admin
+    ],
+    ids=["empty", "spaces", "control characters", "huge", "SQL", "bearer", "basic admin:admin"],
+)
+def test_a_bad_authorization_header_is_a_401_that_says_why(
+    header: str, detail: str, world: World
+) -> None:
+    client = APIClient(raise_request_exception=False)
+    before = row_counts()
+
+    response = client.get("/api/v1/assignments/next/", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 401
+    assert detail in response.json()["detail"].lower()
+    assert row_counts() == before
