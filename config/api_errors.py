@@ -7,7 +7,8 @@ database that went away. Pages keep Django's own error pages.
 - `page_not_found`, `bad_request`, `permission_denied`, `server_error` are the URLconf's
   handler404/400/403/500: JSON under /api/, Django's page elsewhere.
 - `HardeningMiddleware` refuses an API body over DATA_UPLOAD_MAX_MEMORY_SIZE (413) before
-  anything reads it, a NUL character in the query string (400: PostgreSQL text cannot hold one), and
+  anything reads it, a NUL character in the query string (400: PostgreSQL text cannot hold
+  one; a cookie holding one is dropped), and
   turns a lost database connection into 503 with Retry-After, dropping the broken connection
   so that the retry gets a fresh one.
 """
@@ -94,6 +95,10 @@ class HardeningMiddleware:
             for key, values in request.GET.lists()
         ):
             return _error(request, 400, "NUL characters are not allowed in query parameters.")
+        # A cookie can carry a NUL (`sessionid="abc\000"` unquotes to one); the session
+        # lookup would then fail in PostgreSQL. Such a cookie is no one's: forget it.
+        for name in [name for name, value in request.COOKIES.items() if "\x00" in value]:
+            del request.COOKIES[name]
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

@@ -429,3 +429,20 @@ def test_the_admin_batch_form_accepts_good_input(world: World) -> None:
 
     assert response.status_code == 302
     assert PromptBatch.objects.filter(name="fine").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/annotate/", 302),  # to the login page: the cookie is nobody's session
+        ("/admin/", 302),
+        ("/accounts/login/", 200),
+        ("/api/v1/assignments/next/", 401),
+    ],
+)
+def test_a_cookie_holding_nul_is_ignored(url: str, status: int, world: World) -> None:
+    client = Client(raise_request_exception=False, HTTP_COOKIE='sessionid="abcdefghij\\000k"')
+
+    response = client.get(url)
+
+    assert response.status_code == status
