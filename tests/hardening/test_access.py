@@ -463,3 +463,17 @@ def test_production_settings_have_no_fallback_secrets() -> None:
 def test_a_fresh_database_has_no_users() -> None:
     # Migrations create groups, never an account with a known password.
     assert User.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:alert(1)"]
+)
+def test_login_never_redirects_off_the_site(target: str, world: World, clean_cache: None) -> None:
+    client = Client()
+
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": PASSWORD, "next": target}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == "/annotate/"
