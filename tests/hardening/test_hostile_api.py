@@ -9,7 +9,7 @@ Each case names who sends it, the request and the exact answer: the status, a JS
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from config.api_input import BodyTooLarge, StrictJSONParser
-from tests.hardening.world import World, build_world, row_counts, token_client
+from tests.hardening.world import World, row_counts, shared_world, token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -689,9 +689,10 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def world() -> World:
-    return build_world()
+@pytest.fixture(scope="module")
+def world(django_db_setup: None, django_db_blocker: Any) -> Iterator[World]:
+    with shared_world(django_db_blocker) as world:
+        yield world
 
 
 def _send(case: Case, world: World) -> Any:

@@ -4,12 +4,15 @@ holding live, stale, submitted and someone else's leases, a ranked prompt and a 
 `row_counts()` is the state a hostile request must leave exactly as it found it.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -109,6 +112,18 @@ def build_world() -> World:
         foreign_id=foreign_id,
         snapshot=snapshot,
     )
+
+
+@contextmanager
+def shared_world(django_db_blocker: Any) -> Iterator[World]:
+    """One World for a whole module, inside a transaction rolled back at its end. Each test's
+    own transaction (pytest-django's `db`) is a savepoint within it, so whatever a test writes
+    is gone before the next: tables of hostile requests then cost a request each, not a World
+    each."""
+    fast = override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+    with django_db_blocker.unblock(), fast, transaction.atomic():
+        yield build_world()
+        transaction.set_rollback(True)
 
 
 def token_client(user: User) -> APIClient:
