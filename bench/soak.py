@@ -41,6 +41,7 @@ from annotate_load import (
     Window,
     annotate,
     check_database,
+    cpu_seconds,
     recreate_database,
     request,
     seed,
@@ -133,6 +134,11 @@ def soak(args: argparse.Namespace) -> bool:
         for thread in threads:
             thread.start()
         started = time.monotonic()
+        time.sleep(max(0.0, window.start - time.monotonic()))
+        cpu_before = cpu_seconds(server.pid, args.database)
+        time.sleep(max(0.0, window.end - time.monotonic()))
+        cpu_after = cpu_seconds(server.pid, args.database)
+        load = os.getloadavg()
         while any(t.is_alive() for t in threads[:-1]) and time.monotonic() < window.end + 120:
             time.sleep(1)
         threads[-1].join(timeout=600)  # the run in progress when the window closed
@@ -140,6 +146,14 @@ def soak(args: argparse.Namespace) -> bool:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+    used = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
+    print(
+        "    cpu: "
+        + ", ".join(f"{name} {value:.0f} s" for name, value in used.items())
+        + f" of {(os.cpu_count() or 1) * args.seconds:.0f} core-seconds in the window (training "
+        + "and everything else on the machine took the rest); load average at the end "
+        + f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+    )
     ok = report(clients, researcher, trainer, args.seconds, env)
     if not args.keep_database:
         with psycopg.connect(f"{args.pg}/postgres", autocommit=True) as conn:
