@@ -8,7 +8,7 @@ database that went away. Pages keep Django's own error pages.
   handler404/400/403/500: JSON under /api/, Django's page elsewhere.
 - `HardeningMiddleware` refuses an API body over DATA_UPLOAD_MAX_MEMORY_SIZE (413) before
   anything reads it, a NUL character in the query string (400: PostgreSQL text cannot hold
-  one; a cookie holding one is dropped), and
+  one; a cookie holding one is dropped, an Authorization header holding one is a 401), and
   turns a lost database connection into 503 with Retry-After, dropping the broken connection
   so that the retry gets a fresh one.
 """
@@ -95,6 +95,12 @@ class HardeningMiddleware:
             for key, values in request.GET.lists()
         ):
             return _error(request, 400, "NUL characters are not allowed in query parameters.")
+        authorization = request.META.get("HTTP_AUTHORIZATION", "")
+        if is_api(request) and not authorization.isprintable():
+            # A NUL in a token would reach the token lookup and fail in PostgreSQL.
+            response = json_error(401, "Invalid token header: it holds control characters.")
+            response["WWW-Authenticate"] = "Token"
+            return response
         # A cookie can carry a NUL (`sessionid="abc\000"` unquotes to one); the session
         # lookup would then fail in PostgreSQL. Such a cookie is no one's: forget it.
         for name in [name for name, value in request.COOKIES.items() if "\x00" in value]:

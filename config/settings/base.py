@@ -116,7 +116,7 @@ ARTIFACT_ROOT = Path(env_str("RANKLOOP_ARTIFACT_ROOT") or BASE_DIR / "artifacts"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "config.api_auth.TokenAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
