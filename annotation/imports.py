@@ -199,11 +199,14 @@ def parse_line(raw: bytes) -> PromptRecord:
     if len(raw) > MAX_LINE_BYTES:
         raise _BadLine(f"line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_object_without_repeats)
     except UnicodeDecodeError as exc:
         raise _BadLine(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except (json.JSONDecodeError, RecursionError) as exc:
         raise _BadLine(f"not valid JSON ({exc})") from exc
+    if _holds_nul(data):
+        # PostgreSQL text cannot hold one; refused here, with the line, not at the insert.
+        raise _BadLine("a string holds a NUL character (\\u0000)")
     if not isinstance(data, dict):
         raise _BadLine(f"expected a JSON object, got {type(data).__name__}")
     if "chosen" in data or "rejected" in data:
@@ -259,9 +262,42 @@ def render_messages(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
 
 
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _BadLine(f"the key {key!r} appears twice in one object")
+        data[key] = value
+    return data
+
+
+def _holds_nul(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines; one longer than MAX_LINE_BYTES comes cut at MAX_LINE_BYTES + 1 bytes
+    (enough for parse_line to refuse it), its rest skipped, so a file without newlines is
+    never read into memory whole."""
     with path.open("rb") as handle:
-        yield from enumerate(handle, start=1)
+        number = 0
+        while line := handle.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+            yield number, line
 
 
 def _pair_as_ranking(data: dict[str, Any]) -> dict[str, Any]:

@@ -448,6 +448,8 @@ class SnapshotCreateApi(APIView):
             return _needs_postgres()
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if unknown := sorted(set(request.data) - set(serializer.fields)):
+            raise ValidationError(f"unknown fields: {', '.join(unknown)}")
         data = dict(serializer.validated_data)
         user = request.user
         assert isinstance(user, User)  # IsResearcher let only a signed-in user through

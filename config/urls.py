@@ -8,6 +8,12 @@ from annotation import quality_views
 from annotation import views as annotation_views
 from config import health
 
+# JSON under /api/, Django's pages elsewhere (config/api_errors.py).
+handler400 = "config.api_errors.bad_request"
+handler403 = "config.api_errors.permission_denied"
+handler404 = "config.api_errors.page_not_found"
+handler500 = "config.api_errors.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),

@@ -87,12 +87,19 @@ def save_reward_model(
     return out
 
 
-def check_safetensors(path: Path) -> None:
-    """A safetensors file starts with an 8-byte header length and a JSON header."""
+def refuse_pickle(path: Path) -> None:
+    """A pickle (protocol 2+) or a torch.save zip is refused, whatever its recorded hash."""
     with open(path, "rb") as f:
-        head = f.read(9)
+        head = f.read(2)
     if head[:2] == b"PK" or head[:1] == b"\x80":
         raise ArtifactError(f"{path} is a pickle / torch.save checkpoint: refused, never unpickled")
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file starts with an 8-byte header length and a JSON header."""
+    refuse_pickle(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
     if len(head) < 9 or head[8:9] != b"{" or struct.unpack("<Q", head[:8])[0] > 100_000_000:
         raise ArtifactError(f"{path} is not a safetensors file")
 

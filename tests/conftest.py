@@ -2,9 +2,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 
 from tests.processes import CeleryWorker, RedisServer, celery_broker, redis_server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Each test starts with an empty cache: failed logins counted by one test
+    (config/login_throttle.py) must not lock out the same username in the next."""
+    yield
+    cache.clear()
 
 
 @pytest.fixture

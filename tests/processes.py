@@ -218,3 +218,70 @@ def celery_broker(url: str | None) -> Iterator[None]:
         yield
     finally:
         switch(*saved)
+
+
+@dataclass
+class GunicornServer:
+    """`gunicorn config.wsgi` on a free port, reading the test database. Its database sessions
+    carry `application_name` so a test can find (and terminate) them in pg_stat_activity."""
+
+    log_path: Path
+    workers: int = 1
+    threads: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    application_name: str = "rankloop-test-gunicorn"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.development",
+            "DJANGO_DEBUG": "0",
+            "DATABASE_URL": f"{database_url()}?application_name={self.application_name}",
+            # Connections outlive requests, as in production, so a terminated one is reused.
+            "DATABASE_CONN_MAX_AGE": "600",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        command = [
+            sys.executable, "-m", "gunicorn", "config.wsgi",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", str(self.workers),
+            "--threads", str(self.threads),
+            "--worker-class", "gthread" if self.threads > 1 else "sync",
+            "--timeout", "60",
+            "--log-level", "info",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        _wait_for(lambda: len(self.workers_pids()) >= self.workers, what="gunicorn's workers",
+                  timeout=60, process=self.process)  # fmt: skip
+        _wait_for(lambda: _port_open(self.port), what="gunicorn", timeout=60, process=self.process)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def workers_pids(self) -> list[int]:
+        assert self.process is not None
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)

@@ -15,6 +15,10 @@ class NoPromotedModel(Exception):
     pass
 
 
+class PromotedModelRefused(NoPromotedModel):
+    """The promoted model's artifact failed its checks (hash, safetensors): not loaded."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     version: ModelVersion
@@ -40,9 +44,15 @@ def promoted_reward_model() -> LoadedModel:
         return current
     with _lock:
         if _loaded is None or _loaded.version.pk != promoted.pk:
-            from rewards.artifacts import load_reward_model
+            from rewards.artifacts import ArtifactError, load_reward_model
 
-            _loaded = LoadedModel(version=promoted, model=load_reward_model(promoted.artifact_path))
+            try:
+                model = load_reward_model(promoted.artifact_path)
+            except (ArtifactError, OSError) as exc:
+                raise PromotedModelRefused(
+                    f"The promoted reward model {promoted} cannot be loaded: {exc}"
+                ) from exc
+            _loaded = LoadedModel(version=promoted, model=model)
         return _loaded
 
 

@@ -154,6 +154,14 @@ def artifact_sha256(artifact_dir: Path) -> str:
     weights = artifact_dir / WEIGHTS_FILE
     if not weights.is_file() or not (artifact_dir / META_FILE).is_file():
         raise ArtifactIncomplete(f"{artifact_dir} lacks {WEIGHTS_FILE} or {META_FILE}")
+    # A pickle in place of the weights is refused here too, so it is never promoted (by the
+    # loop, the admin, promote_model or a rollback) even when its recorded hash matches.
+    from rewards.artifacts import ArtifactError, refuse_pickle  # rewards imports torch
+
+    try:
+        refuse_pickle(weights)
+    except ArtifactError as exc:
+        raise ArtifactIncomplete(str(exc)) from exc
     digest = hashlib.sha256()
     with weights.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -36,6 +36,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: refuses oversized bodies and NUL query strings before anything reads them, and
+    # answers a lost database connection with 503 (config/api_errors.py).
+    "config.api_errors.HardeningMiddleware",
+    "config.login_throttle.LoginThrottleMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -105,6 +109,20 @@ GOLD_MIN_RANKINGS = env_int("RANKLOOP_GOLD_MIN_RANKINGS", 3)
 GOLD_WARN_BELOW = float(env_str("RANKLOOP_GOLD_WARN_BELOW") or 0.5)
 GOLD_PAUSE_BELOW = float(env_str("RANKLOOP_GOLD_PAUSE_BELOW") or 0.2)
 
+# The default cache holds the login-failure counts (config/login_throttle.py); with several
+# server processes it must be shared: RANKLOOP_CACHE_URL=redis://host:6379/2.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}
+        if (cache_url := env_str("RANKLOOP_CACHE_URL"))
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+# Failed password logins allowed per (username, address) within the window (seconds); then
+# the login pages answer 429 until the window ends.
+LOGIN_FAILURE_LIMIT = env_int("RANKLOOP_LOGIN_FAILURE_LIMIT", 5)
+LOGIN_FAILURE_WINDOW = env_int("RANKLOOP_LOGIN_FAILURE_WINDOW", 900)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotate"
 LOGOUT_REDIRECT_URL = "login"
@@ -118,6 +136,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The API reads JSON only, strictly (config/api_input.py); every error is JSON with a
+    # readable `detail` (config/api_errors.py).
+    "DEFAULT_PARSER_CLASSES": ["config.api_input.StrictJSONParser"],
+    "EXCEPTION_HANDLER": "config.api_errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 

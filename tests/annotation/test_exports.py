@@ -239,7 +239,8 @@ def test_options_that_do_not_fit_are_a_400_naming_them(url: str, parameter: str)
     response = client_for(Role.RESEARCHER).get(f"/api/v1/exports/{url}")
 
     assert response.status_code == 400
-    assert list(response.json()) == [parameter]
+    assert set(response.json()) == {parameter, "detail"}  # the field, and a sentence
+    assert response.json()["detail"].startswith(f"{parameter}: ")
 
 
 def test_an_unknown_kind_or_format_is_a_404() -> None:

@@ -127,7 +127,7 @@ def test_a_snapshot_with_filters_or_a_new_split_is_a_400() -> None:
         "/api/v1/snapshots/create/", {"annotator": annotator_pseudonym(alice.pk)}, format="json"
     )
 
-    assert (with_filter.status_code, list(with_filter.json())) == (400, ["batch"])
-    assert (new_split.status_code, list(new_split.json())) == (400, ["split_test"])
-    assert (no_split.status_code, list(no_split.json())) == (400, ["split"])
+    assert (with_filter.status_code, sorted(with_filter.json())) == (400, ["batch", "detail"])
+    assert (new_split.status_code, sorted(new_split.json())) == (400, ["detail", "split_test"])
+    assert (no_split.status_code, sorted(no_split.json())) == (400, ["detail", "split"])
     assert by_pseudonym.json()["manifest"]["rankings"] == 1

@@ -30,8 +30,14 @@ class Command(BaseCommand):
         username: str = options["username"].strip()
         if not username:
             raise CommandError("the username must not be empty")
-        password: str | None = options["password"]
         User = get_user_model()
+        try:
+            User.username_validator(username)
+            if len(username) > 150:
+                raise ValidationError("a username has at most 150 characters")
+        except ValidationError as exc:
+            raise CommandError(f"username {username!r}: {'; '.join(exc.messages)}") from exc
+        password: str | None = options["password"]
         with transaction.atomic():
             user, created = User.objects.get_or_create(
                 username=username, defaults={"email": options["email"]}

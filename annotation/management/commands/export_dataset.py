@@ -43,6 +43,12 @@ def _timestamp(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ArgumentTypeError(f"{value!r} holds a NUL character")
+    return value
+
+
 def _fraction(value: str) -> float:
     try:
         fraction = float(value)
@@ -61,11 +67,15 @@ class Command(BaseCommand):
         parser.add_argument("--format", required=True, choices=[f.value for f in Format])
         parser.add_argument("--output", required=True, type=Path, help="File to write.")
         parser.add_argument(
-            "--batch", action="append", default=[], help="Batch name; repeat for several."
+            "--batch",
+            action="append",
+            default=[],
+            type=_text,
+            help="Batch name; repeat for several.",
         )
         parser.add_argument("--created-after", type=_timestamp, help="Inclusive, ISO 8601.")
         parser.add_argument("--created-before", type=_timestamp, help="Exclusive, ISO 8601.")
-        parser.add_argument("--annotator", help="An annotator pseudonym.")
+        parser.add_argument("--annotator", type=_text, help="An annotator pseudonym.")
         parser.add_argument("--origin", choices=["human", "imported"])
         parser.add_argument("--k", type=int, help="Only rankings of K completions.")
         parser.add_argument("--pairs", choices=[p.value for p in Pairs], default="all")
