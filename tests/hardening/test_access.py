@@ -75,6 +75,8 @@ ACCESS: dict[str, Rule] = {
         Access.RESEARCHER, example="/api/v1/snapshots/{snapshot}/"
     ),
     "api/v1/reward/score/": Rule(Access.RESEARCHER, "post", "/api/v1/reward/score/"),
+    "quality/": Rule(Access.STAFF, example="/quality/"),
+    "quality/<int:batch_id>/": Rule(Access.STAFF, example="/quality/{batch}/"),
     "admin/login/": Rule(Access.PUBLIC, example="/admin/login/"),
     "admin/logout/": Rule(Access.PUBLIC, "post", "/admin/logout/"),
     # Rankings and assignments are evidence and the queue's state: nobody adds or deletes
@@ -91,6 +93,9 @@ ACCESS: dict[str, Rule] = {
     ),
     "admin/training/modelversion/add/": Rule(
         Access.NOBODY, example="/admin/training/modelversion/add/"
+    ),
+    "admin/annotation/annotatorquality/add/": Rule(
+        Access.NOBODY, example="/admin/annotation/annotatorquality/add/"
     ),
     # No admin declares autocomplete_fields, so the endpoint refuses every query.
     "admin/autocomplete/": Rule(Access.NOBODY, example="/admin/autocomplete/"),

@@ -109,9 +109,9 @@ def waiting_submission_pid(server: GunicornServer) -> int | None:
     inserts."""
     with psycopg.connect(database_url()) as conn:
         row = conn.execute(
-            """SELECT pid FROM pg_stat_activity
+            r"""SELECT pid FROM pg_stat_activity
                WHERE application_name = %s AND wait_event_type = 'Lock'
-                 AND query LIKE 'UPDATE "annotation_prompt"%%'""",
+                 AND query ~ '^\s*UPDATE "?annotation_prompt\M'""",
             [server.application_name],
         ).fetchone()
     return None if row is None else int(row[0])

@@ -384,6 +384,9 @@ BATCH_FORM = {
     "priority": "0",
     "guidelines": "",
     "guidelines_version": "1",
+    "gold_rate": "0",
+    "agreement_threshold": "0.5",
+    "extra_annotators_max": "0",
 }
 
 

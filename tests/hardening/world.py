@@ -53,6 +53,7 @@ class World:
             "done": self.done.pk,
             "snapshot": self.snapshot.pk if self.snapshot else 0,
             "ranking": self.done.ranking_id or 0,
+            "batch": self.mine.prompt.batch_id,
         }
 
 
