@@ -37,6 +37,7 @@ from typing import Any
 
 from annotation.rankings import InvalidRanking, normalize_groups, validate_partition
 from annotation.services import CompletionRecord, PromptRecord, RankingRecord
+from annotation.strict_json import RepeatedKey, holds_nul, object_without_repeats
 
 ROLES = ("system", "user", "assistant")
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -199,12 +200,14 @@ def parse_line(raw: bytes) -> PromptRecord:
     if len(raw) > MAX_LINE_BYTES:
         raise _BadLine(f"line is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB")
     try:
-        data = json.loads(raw, object_pairs_hook=_object_without_repeats)
+        data = json.loads(raw, object_pairs_hook=object_without_repeats)
+    except RepeatedKey as exc:
+        raise _BadLine(str(exc)) from exc
     except UnicodeDecodeError as exc:
         raise _BadLine(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except (json.JSONDecodeError, RecursionError) as exc:
         raise _BadLine(f"not valid JSON ({exc})") from exc
-    if _holds_nul(data):
+    if holds_nul(data):
         # PostgreSQL text cannot hold one; refused here, with the line, not at the insert.
         raise _BadLine("a string holds a NUL character (\\u0000)")
     if not isinstance(data, dict):
@@ -260,30 +263,6 @@ def render_messages(messages: list[dict[str, str]]) -> str:
     if len(messages) == 1 and messages[0]["role"] == "user":
         return messages[0]["content"]
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
-
-
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise _BadLine(f"the key {key!r} appears twice in one object")
-        data[key] = value
-    return data
-
-
-def _holds_nul(data: Any) -> bool:
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -40,6 +40,7 @@ from django.db.models import (
 from django.utils import timezone
 
 from annotation import quality
+from annotation.lease_sql import LEASED_CTE
 from annotation.models import Assignment, Prompt, PromptBatch, Ranking
 from annotation.selectors import assignment_get_for_annotator
 from annotation.services import RankingConflict, ranking_submit
@@ -173,9 +174,8 @@ def _has_skip_locked() -> bool:
 #              never had, locked; SKIP LOCKED steps over rows other claims hold;
 #   slot       takes the slot, re-checked on the newest row version (our snapshot may predate
 #              a claim that committed after it and took the last slot);
-#   leased     the assignment, its completions shuffled by the database.
-# The INSERT names every column: a field added to Assignment must be added here too, and in
-# annotation.quality's gold claim (the concurrency tests run this path).
+#   leased     the assignment, its completions shuffled by the database (annotation/lease_sql.py,
+#              shared with the gold claim in annotation.quality).
 def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
     """The claim statement and the look that follows it when it found no candidate.
 
@@ -210,19 +210,7 @@ def _claim_sql(*, one_batch: bool) -> tuple[str, str]:
           AND b.id = p.batch_id
           AND p.human_ranking_count + p.lease_count < b.overlap + p.extra_overlap
         RETURNING p.id
-    ), leased AS (
-        INSERT INTO annotation_assignment (
-            prompt_id, annotator_id, status, lease_expires_at, display_order,
-            ranking_id, skip_reason, created_at, finished_at
-        )
-        SELECT
-            slot.id, %(annotator)s, 'active', %(expires)s,
-            (SELECT coalesce(jsonb_agg(c.id ORDER BY random()), '[]'::jsonb)
-             FROM annotation_completion c WHERE c.prompt_id = slot.id),
-            NULL, '', %(now)s, NULL
-        FROM slot
-        RETURNING id
-    )
+    ),{LEASED_CTE}
     SELECT (SELECT count(*) FROM candidate), (SELECT id FROM leased)
     """
     # SKIP LOCKED also steps over the last open prompts while a submit or a claim holds them

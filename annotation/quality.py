@@ -37,6 +37,7 @@ from annotation.agreement import (
     gold_score,
     prompts_agreement,
 )
+from annotation.lease_sql import LEASED_CTE
 from annotation.models import (
     AnnotatorQuality,
     Assignment,
@@ -59,8 +60,7 @@ REFRESH_CHUNK = 500
 # Paused or not, and (when the draw falls under a published batch's gold rate) a gold prompt
 # the annotator never had, leased like any other: its lease counter moves, its completions are
 # shuffled. A gold prompt is not bound by the batch's overlap: everyone gets to see it.
-# The INSERT names every column of Assignment, as the claim in `annotation.leases` does.
-_GOLD_CLAIM_SQL = """
+_GOLD_CLAIM_SQL = f"""
 WITH paused AS (
     SELECT EXISTS (
         SELECT 1 FROM annotation_annotatorquality q
@@ -85,19 +85,7 @@ WITH paused AS (
     UPDATE annotation_prompt p SET lease_count = p.lease_count + 1
     FROM candidate WHERE p.id = candidate.id
     RETURNING p.id
-), leased AS (
-    INSERT INTO annotation_assignment (
-        prompt_id, annotator_id, status, lease_expires_at, display_order,
-        ranking_id, skip_reason, created_at, finished_at
-    )
-    SELECT
-        slot.id, %(annotator)s, 'active', %(expires)s,
-        (SELECT coalesce(jsonb_agg(c.id ORDER BY random()), '[]'::jsonb)
-         FROM annotation_completion c WHERE c.prompt_id = slot.id),
-        NULL, '', %(now)s, NULL
-    FROM slot
-    RETURNING id
-)
+),{LEASED_CTE}
 SELECT (SELECT yes FROM paused), (SELECT id FROM leased)
 """
 

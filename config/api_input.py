@@ -17,6 +17,8 @@ from django.conf import settings
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
+from annotation.strict_json import holds_nul, object_without_repeats
+
 MAX_DEPTH = 32
 
 
@@ -51,12 +53,12 @@ def loads_strict(text: str) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth_exceeds(text, MAX_DEPTH):
         raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.")
     try:
-        data = json.loads(text, object_pairs_hook=_object_without_repeats, parse_constant=_no_nan)
+        data = json.loads(text, object_pairs_hook=object_without_repeats, parse_constant=_no_nan)
     except ValueError as exc:  # JSONDecodeError, and the hooks' own errors
         raise ParseError(f"JSON parse error - {exc}") from exc
     except RecursionError as exc:  # unreachable after the depth check; never a 500
         raise ParseError("JSON parse error - nested too deeply.") from exc
-    if _holds_nul(data):
+    if holds_nul(data):
         raise ParseError("NUL characters (\\u0000) are not allowed in strings.")
     return data
 
@@ -84,29 +86,5 @@ def _depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise ValueError(f"the key {key!r} appears twice in one object")
-        data[key] = value
-    return data
-
-
 def _no_nan(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def _holds_nul(data: Any) -> bool:
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False

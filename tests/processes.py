@@ -80,8 +80,42 @@ def database_url() -> str:
     return f"postgres://{user}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+class _ProcessGroup:
+    """A server started in a process group of its own (`start_new_session=True`): its log, its
+    child processes, killing and stopping the whole group."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        """Pids of the main process's children (Celery's pool, gunicorn's workers)."""
+        assert self.process is not None
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(pid) for pid in out.stdout.split()]
+
+    def kill(self) -> None:
+        """SIGKILL the whole group, main process and children, as a crash or an OOM kill would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @dataclass
-class CeleryWorker:
+class CeleryWorker(_ProcessGroup):
     broker_url: str
     log_path: Path
     queues: str = "default,gpu"
@@ -130,32 +164,6 @@ class CeleryWorker:
         _wait_for(
             lambda: "ready." in self.log, what="the Celery worker", timeout=60, process=self.process
         )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def children(self) -> list[int]:
-        """Pids of the pool processes that execute tasks."""
-        assert self.process is not None
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        )
-        return [int(pid) for pid in out.stdout.split()]
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker, main process and pool, as a crash or an OOM kill would."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def _port_open(port: int) -> bool:
@@ -221,7 +229,7 @@ def celery_broker(url: str | None) -> Iterator[None]:
 
 
 @dataclass
-class GunicornServer:
+class GunicornServer(_ProcessGroup):
     """`gunicorn config.wsgi` on a free port, reading the test database. Its database sessions
     carry `application_name` so a test can find (and terminate) them in pg_stat_activity."""
 
@@ -266,22 +274,5 @@ class GunicornServer:
                   timeout=60, process=self.process)  # fmt: skip
         _wait_for(lambda: _port_open(self.port), what="gunicorn", timeout=60, process=self.process)
 
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
     def workers_pids(self) -> list[int]:
-        assert self.process is not None
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        )
-        return [int(pid) for pid in out.stdout.split()]
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        return self.children()

@@ -1,14 +1,13 @@
 """python manage.py sample_batch --from-batch NAME --k 4 --name NEW [--prompts FILE]
 [--reference N] [--temperature T] [--top-p P] [--max-new-tokens N] [--seed S] [--wait]"""
 
-import json
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from training import services
-from training.follow import follow_run
+from training.follow import follow_and_report
 from training.policy_runs import UnknownBatch
 from training.sampling_runs import (
     BatchNameTaken,
@@ -86,8 +85,4 @@ class Command(BaseCommand):
             f"from policy v{run.parent.version} into draft batch {options['name']!r}"
         )
         if options["wait"]:
-            run = follow_run(run, progress=not options["no_progress"])
-            if run.status != "succeeded":
-                error = run.error.splitlines()[0] if run.error else ""
-                raise CommandError(f"run {run.pk} {run.status}: {error}")
-            self.stdout.write(json.dumps(run.summary, indent=2))
+            follow_and_report(self, run, progress=not options["no_progress"])

@@ -1,12 +1,11 @@
 """python manage.py train_policy [--batch NAME ...] [--steps N] [--set KEY=VALUE ...] [--wait]"""
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from training import services
-from training.follow import follow_run
+from training.follow import follow_and_report, parse_overrides
 from training.policy_runs import NoPromotedRewardModel, UnknownBatch, policy_run_create
 
 
@@ -48,29 +47,10 @@ class Command(BaseCommand):
             f"starting from {start}"
         )
         if options["wait"]:
-            run = follow_run(run, progress=not options["no_progress"])
-            if run.status != "succeeded":
-                raise CommandError(f"run {run.pk} {run.status}: {_first_line(run.error)}")
-            self.stdout.write(json.dumps(run.summary, indent=2))
-
-
-def _first_line(text: str) -> str:
-    return text.splitlines()[0] if text else ""
+            follow_and_report(self, run, progress=not options["no_progress"])
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     from training.policy_runs import ppo_config_fields
 
-    names = sorted(ppo_config_fields())
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in names:
-            raise CommandError(
-                f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(names)}"
-            )
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
-    return overrides
+    return parse_overrides(pairs, ppo_config_fields())

@@ -1,15 +1,12 @@
 """python manage.py train_reward [--batch NAME ...] [--set KEY=VALUE ...] [--wait]"""
 
-import json
-import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
 from annotation.models import PromptBatch
 from training import services
-from training.models import TrainingRun
+from training.follow import follow_and_report, parse_overrides
 from training.reward_runs import reward_run_create
 
 
@@ -44,21 +41,7 @@ class Command(BaseCommand):
             raise CommandError(f"{exc}; wait for it or cancel it in the admin") from None
         self.stdout.write(f"queued reward run {run.pk} on snapshot {run.snapshot_id}")
         if options["wait"]:
-            self._follow(run, progress=not options["no_progress"])
-
-    def _follow(self, run: TrainingRun, *, progress: bool) -> None:
-        with tqdm(total=100, unit="%", desc=f"run {run.pk}", disable=not progress or None) as bar:
-            while True:
-                run.refresh_from_db()
-                bar.update(int(run.progress * 100) - bar.n)
-                if run.status not in TrainingRun.ACTIVE:
-                    break
-                time.sleep(2)
-        if run.status != TrainingRun.Status.SUCCEEDED:
-            raise CommandError(
-                f"run {run.pk} {run.status}: {run.error.splitlines()[0] if run.error else ''}"
-            )
-        self.stdout.write(json.dumps(run.summary, indent=2))
+            follow_and_report(self, run, progress=not options["no_progress"])
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -66,16 +49,4 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
     from rewards.train import TrainConfig
 
-    names = {field.name: field for field in fields(TrainConfig)}
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in names:
-            raise CommandError(
-                f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(names)}"
-            )
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
-    return overrides
+    return parse_overrides(pairs, (field.name for field in fields(TrainConfig)))
